@@ -1,0 +1,1 @@
+//! rmledger client library.

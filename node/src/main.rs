@@ -1,0 +1,2 @@
+//! `rmledger-node`: the daemon an organisation runs.
+fn main() {}
