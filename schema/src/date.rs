@@ -83,7 +83,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn in_range(y: i64) -> Option<i32> {
-    i32::try_from(y).ok().filter(|y| (MIN_YEAR..=MAX_YEAR).contains(y))
+    i32::try_from(y)
+        .ok()
+        .filter(|y| (MIN_YEAR..=MAX_YEAR).contains(y))
 }
 
 impl Date {
@@ -106,10 +108,17 @@ impl Date {
     pub fn parse(text: &str) -> Result<Date, DateError> {
         let b = text.as_bytes();
         let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) || !digits(8..10) {
+        if b.len() != 10
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !digits(0..4)
+            || !digits(5..7)
+            || !digits(8..10)
+        {
             return Err(DateError::Format { text: text.into() });
         }
-        let num = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
+        let num =
+            |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
         Date::new(num(0..4) as i32, num(5..7), num(8..10)).map_err(|e| match e {
             DateError::Year { .. } => DateError::Year { text: text.into() },
             DateError::Month { .. } => DateError::Month { text: text.into() },
@@ -145,7 +154,10 @@ impl Date {
 
     /// `n` days later (earlier if negative).
     pub fn add_days(&self, n: i64) -> Result<Date, DateError> {
-        let days = self.days_since_unix_epoch().checked_add(n).ok_or(DateError::OutOfRange)?;
+        let days = self
+            .days_since_unix_epoch()
+            .checked_add(n)
+            .ok_or(DateError::OutOfRange)?;
         Date::from_days_since_unix_epoch(days)
     }
 
@@ -342,18 +354,45 @@ mod tests {
         assert_eq!(date("1970-01-01").days_since_unix_epoch(), 0);
         assert_eq!(date("2000-03-01").days_since_unix_epoch(), 11_017);
         assert_eq!(date("1900-01-01").days_since_unix_epoch(), -25_567);
-        assert_eq!(date("2024-01-31").add_months(1).unwrap(), date("2024-02-29"));
-        assert_eq!(date("2024-03-31").add_months(-1).unwrap(), date("2024-02-29"));
-        assert_eq!(date("2024-12-15").add_months(1).unwrap(), date("2025-01-15"));
-        assert_eq!(date("2024-02-29").add_period(&Period::Years(1)).unwrap(), date("2025-02-28"));
-        assert_eq!(date("2025-01-01").add_period(&Period::Days(30)).unwrap(), date("2025-01-31"));
-        assert_eq!(date("2025-01-01").add_period(&Period::Months(36)).unwrap(), date("2028-01-01"));
+        assert_eq!(
+            date("2024-01-31").add_months(1).unwrap(),
+            date("2024-02-29")
+        );
+        assert_eq!(
+            date("2024-03-31").add_months(-1).unwrap(),
+            date("2024-02-29")
+        );
+        assert_eq!(
+            date("2024-12-15").add_months(1).unwrap(),
+            date("2025-01-15")
+        );
+        assert_eq!(
+            date("2024-02-29").add_period(&Period::Years(1)).unwrap(),
+            date("2025-02-28")
+        );
+        assert_eq!(
+            date("2025-01-01").add_period(&Period::Days(30)).unwrap(),
+            date("2025-01-31")
+        );
+        assert_eq!(
+            date("2025-01-01").add_period(&Period::Months(36)).unwrap(),
+            date("2028-01-01")
+        );
         assert_eq!(date("2024-12-31").add_days(1).unwrap(), date("2025-01-01"));
         assert_eq!(date("9999-12-31").add_days(1), Err(DateError::OutOfRange));
-        assert_eq!(date("9999-01-01").add_period(&Period::Years(1)), Err(DateError::OutOfRange));
+        assert_eq!(
+            date("9999-01-01").add_period(&Period::Years(1)),
+            Err(DateError::OutOfRange)
+        );
         assert_eq!(date("1900-01-01").add_days(-1), Err(DateError::OutOfRange));
-        assert_eq!(date("2000-01-01").add_days(i64::MAX), Err(DateError::OutOfRange));
-        assert_eq!(date("2000-01-01").add_months(i64::MIN), Err(DateError::OutOfRange));
+        assert_eq!(
+            date("2000-01-01").add_days(i64::MAX),
+            Err(DateError::OutOfRange)
+        );
+        assert_eq!(
+            date("2000-01-01").add_months(i64::MIN),
+            Err(DateError::OutOfRange)
+        );
         assert!(date("2025-01-02") > date("2024-12-31"));
     }
 
@@ -364,10 +403,19 @@ mod tests {
         // Beijing (UTC+8) midnight is 16:00 UTC the day before.
         assert_eq!(d.start_unix_ms(480), 1_735_689_600_000 - 8 * 3_600_000);
         assert_eq!(Date::from_unix_ms(d.start_unix_ms(480), 480).unwrap(), d);
-        assert_eq!(Date::from_unix_ms(d.start_unix_ms(480) - 1, 480).unwrap(), date("2024-12-31"));
-        assert_eq!(Date::from_unix_ms(d.start_unix_ms(480), 0).unwrap(), date("2024-12-31"));
+        assert_eq!(
+            Date::from_unix_ms(d.start_unix_ms(480) - 1, 480).unwrap(),
+            date("2024-12-31")
+        );
+        assert_eq!(
+            Date::from_unix_ms(d.start_unix_ms(480), 0).unwrap(),
+            date("2024-12-31")
+        );
         assert_eq!(Date::from_unix_ms(i64::MAX, 60), Err(DateError::OutOfRange));
-        assert_eq!(Date::from_unix_ms(i64::MIN, -60), Err(DateError::OutOfRange));
+        assert_eq!(
+            Date::from_unix_ms(i64::MIN, -60),
+            Err(DateError::OutOfRange)
+        );
     }
 
     #[test]

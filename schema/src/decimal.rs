@@ -62,7 +62,10 @@ fn pow10(exp: u32) -> Option<i128> {
 
 impl Decimal {
     /// Zero with scale 0 (`"0"`).
-    pub const ZERO: Decimal = Decimal { mantissa: 0, scale: 0 };
+    pub const ZERO: Decimal = Decimal {
+        mantissa: 0,
+        scale: 0,
+    };
 
     /// Builds `mantissa × 10^-scale`; `None` if it exceeds 38 digits or scale 30.
     pub fn new(mantissa: i128, scale: u32) -> Option<Decimal> {
@@ -74,7 +77,10 @@ impl Decimal {
 
     /// An integer with scale 0.
     pub fn from_i64(value: i64) -> Decimal {
-        Decimal { mantissa: i128::from(value), scale: 0 }
+        Decimal {
+            mantissa: i128::from(value),
+            scale: 0,
+        }
     }
 
     /// Strict parse of the canonical text form.
@@ -109,7 +115,10 @@ impl Decimal {
                 return Err(DecimalError::MissingFractionDigits { text: owned() });
             }
             if f.contains('.') {
-                return Err(DecimalError::UnexpectedChar { text: owned(), ch: '.' });
+                return Err(DecimalError::UnexpectedChar {
+                    text: owned(),
+                    ch: '.',
+                });
             }
         }
         if int.len() > 1 && int.starts_with('0') {
@@ -135,7 +144,10 @@ impl Decimal {
             }
             mantissa = -mantissa;
         }
-        Ok(Decimal { mantissa, scale: frac.len() as u32 })
+        Ok(Decimal {
+            mantissa,
+            scale: frac.len() as u32,
+        })
     }
 
     /// The integer mantissa (`value = mantissa × 10^-scale`).
@@ -271,7 +283,11 @@ impl Ord for Decimal {
                 None => Ordering::Less,
             },
         };
-        if self.mantissa > 0 { magnitude } else { magnitude.reverse() }
+        if self.mantissa > 0 {
+            magnitude
+        } else {
+            magnitude.reverse()
+        }
     }
 }
 
@@ -352,7 +368,10 @@ mod tests {
         check("0.5", Ok((5, 1)));
         check("0.000", Ok((0, 3)));
         check("-0.000021", Ok((-21, 6)));
-        check("99999999999999999999999999999999999999", Ok((MANTISSA_LIMIT - 1, 0)));
+        check(
+            "99999999999999999999999999999999999999",
+            Ok((MANTISSA_LIMIT - 1, 0)),
+        );
         check("0.000000000000000000000000000001", Ok((1, 30)));
         check("", Err("empty text"));
         check("+1", Err("leading '+'"));
@@ -369,7 +388,10 @@ mod tests {
         check("00.5", Err("leading zeros"));
         check("-0", Err("negative zero"));
         check("-0.00", Err("negative zero"));
-        check("100000000000000000000000000000000000000", Err("significant digits"));
+        check(
+            "100000000000000000000000000000000000000",
+            Err("significant digits"),
+        );
         check("0.0000000000000000000000000000001", Err("digits after '.'"));
         check("١", Err("unexpected character"));
     }
@@ -381,8 +403,12 @@ mod tests {
         assert!(d("-1") < d("0") && d("0") < d("0.001"));
         assert!(d("-2.5") < d("-2.4"));
         assert_eq!(d("0.000").cmp(&d("0")), Ordering::Equal);
-        assert!(d("99999999999999999999999999999999999999") > d("0.000000000000000000000000000001"));
-        assert!(d("-99999999999999999999999999999999999999") < d("-0.000000000000000000000000000001"));
+        assert!(
+            d("99999999999999999999999999999999999999") > d("0.000000000000000000000000000001")
+        );
+        assert!(
+            d("-99999999999999999999999999999999999999") < d("-0.000000000000000000000000000001")
+        );
         assert_eq!(d("12.50").normalized().to_string(), "12.5");
         assert_eq!(d("0.21").to_f64(), 0.21);
         assert!(d("1").is_positive() && d("-1").is_negative() && d("0.0").is_zero());
@@ -400,9 +426,15 @@ mod tests {
         assert_eq!(t(d("1").checked_mul_pow10(i32::MIN)), None);
         assert_eq!(t(d("1").checked_mul_pow10(i32::MAX)), None);
         assert_eq!(t(d("25").checked_add(&d("273.15"))), Some("298.15".into()));
-        assert_eq!(t(d("298.15").checked_sub(&d("273.15"))), Some("25.00".into()));
+        assert_eq!(
+            t(d("298.15").checked_sub(&d("273.15"))),
+            Some("25.00".into())
+        );
         assert_eq!(t(d("1.5").checked_mul(&d("-0.20"))), Some("-0.300".into()));
-        assert_eq!(t(Some(Decimal::from_i64(i64::MIN))), Some(i64::MIN.to_string()));
+        assert_eq!(
+            t(Some(Decimal::from_i64(i64::MIN))),
+            Some(i64::MIN.to_string())
+        );
         let big = d("99999999999999999999999999999999999999");
         assert_eq!(big.checked_add(&d("1")), None);
         assert_eq!(big.checked_mul(&big), None);

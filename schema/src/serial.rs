@@ -49,7 +49,10 @@ fn split_serial(s: &str, text: &str) -> Result<(String, u64, usize), SerialError
     }
     let (prefix, num) = s.split_at(s.len() - digits);
     if let Some(ch) = prefix.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(SerialError::BadPrefixChar { text: text.into(), ch });
+        return Err(SerialError::BadPrefixChar {
+            text: text.into(),
+            ch,
+        });
     }
     if prefix.contains("..") {
         return Err(SerialError::ExtraDots { text: text.into() });
@@ -58,7 +61,9 @@ fn split_serial(s: &str, text: &str) -> Result<(String, u64, usize), SerialError
         return Err(SerialError::PrefixTooLong { text: text.into() });
     }
     // At most 18 ASCII digits always fit in u64.
-    let value = num.parse().map_err(|_| SerialError::BadWidth { text: text.into() })?;
+    let value = num
+        .parse()
+        .map_err(|_| SerialError::BadWidth { text: text.into() })?;
     Ok((prefix.to_string(), value, digits))
 }
 
@@ -77,7 +82,12 @@ impl SerialRange {
         match text.split_once("..") {
             None => {
                 let (prefix, n, width) = split_serial(text, text)?;
-                Ok(SerialRange { prefix, width, first: n, last: n })
+                Ok(SerialRange {
+                    prefix,
+                    width,
+                    first: n,
+                    last: n,
+                })
             }
             Some((a, b)) => {
                 if b.contains("..") {
@@ -89,11 +99,16 @@ impl SerialRange {
                     return Err(SerialError::Mismatch { text: text.into() });
                 }
                 match first.cmp(&last) {
-                    std::cmp::Ordering::Greater => Err(SerialError::EmptyRange { text: text.into() }),
-                    std::cmp::Ordering::Equal => Err(SerialError::Degenerate { text: text.into() }),
-                    std::cmp::Ordering::Less => {
-                        Ok(SerialRange { prefix: pa, width: wa, first, last })
+                    std::cmp::Ordering::Greater => {
+                        Err(SerialError::EmptyRange { text: text.into() })
                     }
+                    std::cmp::Ordering::Equal => Err(SerialError::Degenerate { text: text.into() }),
+                    std::cmp::Ordering::Less => Ok(SerialRange {
+                        prefix: pa,
+                        width: wa,
+                        first,
+                        last,
+                    }),
                 }
             }
         }
@@ -135,7 +150,9 @@ impl SerialRange {
     /// True if `serial` (exact text, same prefix and width) lies in the range.
     pub fn contains(&self, serial: &str) -> bool {
         match split_serial(serial, serial) {
-            Ok((p, n, w)) => p == self.prefix && w == self.width && (self.first..=self.last).contains(&n),
+            Ok((p, n, w)) => {
+                p == self.prefix && w == self.width && (self.first..=self.last).contains(&n)
+            }
             Err(_) => false,
         }
     }
@@ -203,7 +220,10 @@ impl SerialSet {
         sorted.sort();
         for pair in sorted.windows(2) {
             if pair[0].overlaps(pair[1]) {
-                return Err(SerialError::Overlap { a: pair[0].to_string(), b: pair[1].to_string() });
+                return Err(SerialError::Overlap {
+                    a: pair[0].to_string(),
+                    b: pair[1].to_string(),
+                });
             }
         }
         Ok(SerialSet { ranges })
@@ -233,7 +253,9 @@ impl SerialSet {
 
     /// True if any serial is in both sets.
     pub fn overlaps(&self, other: &SerialSet) -> bool {
-        self.ranges.iter().any(|a| other.ranges.iter().any(|b| a.overlaps(b)))
+        self.ranges
+            .iter()
+            .any(|a| other.ranges.iter().any(|b| a.overlaps(b)))
     }
 
     /// True if every serial of `self` is in `other`.
@@ -314,7 +336,10 @@ mod tests {
         check("A-0001..A-02", Err("share prefix"));
         check("A-0500..A-0001", Err("empty serial range"));
         check("A-0007..A-0007", Err("write the single serial"));
-        check(&format!("{}1", "P".repeat(33)), Err("prefix longer than 32"));
+        check(
+            &format!("{}1", "P".repeat(33)),
+            Err("prefix longer than 32"),
+        );
         check(&format!("{}1", "P".repeat(32)), Ok((&"P".repeat(32), 1, 1)));
     }
 
@@ -333,7 +358,10 @@ mod tests {
         assert!(!a.overlaps(&r("B-0001..B-0600")));
         assert!(r("A-0007").is_subset_of(&a));
         assert!(!r("A-0400..A-0501").is_subset_of(&a));
-        assert_eq!(r("A-08..A-11").iter().collect::<Vec<_>>(), ["A-08", "A-09", "A-10", "A-11"]);
+        assert_eq!(
+            r("A-08..A-11").iter().collect::<Vec<_>>(),
+            ["A-08", "A-09", "A-10", "A-11"]
+        );
     }
 
     #[test]
@@ -352,7 +380,10 @@ mod tests {
         let e = SerialSet::new(vec![r("A-0001..A-0100"), r("B-1"), r("A-0100..A-0200")])
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "serial set: ranges A-0001..A-0100 and A-0100..A-0200 overlap");
+        assert_eq!(
+            e,
+            "serial set: ranges A-0001..A-0100 and A-0100..A-0200 overlap"
+        );
     }
 
     #[test]

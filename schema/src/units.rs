@@ -73,12 +73,19 @@ impl fmt::Display for Dimension {
 /// Why a unit text or a conversion was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnitError {
-    #[error("unknown unit {text:?}; known units are listed by Unit::all() (e.g. mg/kg, ug/g, %, mg/L, mol/L)")]
+    #[error(
+        "unknown unit {text:?}; known units are listed by Unit::all() (e.g. mg/kg, ug/g, %, mg/L, mol/L)"
+    )]
     Unknown { text: String },
     #[error("unit {text:?} is a display alias; the stored form is the UCUM code {code:?}")]
     Alias { text: String, code: &'static str },
     #[error("cannot convert {from} to {to}: {from_dim} vs {to_dim}")]
-    Incompatible { from: Unit, to: Unit, from_dim: Dimension, to_dim: Dimension },
+    Incompatible {
+        from: Unit,
+        to: Unit,
+        from_dim: Dimension,
+        to_dim: Dimension,
+    },
     #[error("cannot convert {value} {from} to {to}: result out of decimal range")]
     OutOfRange { value: String, from: Unit, to: Unit },
 }
@@ -193,7 +200,10 @@ impl Unit {
             return Ok(info.unit);
         }
         match Unit::parse_lenient(text) {
-            Ok(unit) => Err(UnitError::Alias { text: text.to_string(), code: unit.code() }),
+            Ok(unit) => Err(UnitError::Alias {
+                text: text.to_string(),
+                code: unit.code(),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -222,7 +232,9 @@ impl Unit {
             .iter()
             .find(|i| i.code == mapped)
             .map(|i| i.unit)
-            .ok_or_else(|| UnitError::Unknown { text: text.to_string() })
+            .ok_or_else(|| UnitError::Unknown {
+                text: text.to_string(),
+            })
     }
 
     /// True when values convert between the two units.
@@ -250,21 +262,28 @@ pub fn convert(value: &Decimal, from: Unit, to: Unit) -> Result<Decimal, UnitErr
     if from == to {
         return Ok(*value);
     }
-    let out_of_range = || UnitError::OutOfRange { value: value.to_string(), from, to };
+    let out_of_range = || UnitError::OutOfRange {
+        value: value.to_string(),
+        from,
+        to,
+    };
     let (off_from, off_to) = (offset(from), offset(to));
     if off_from.is_none() && off_to.is_none() {
         return value
             .checked_mul_pow10(from.info().exp - to.info().exp)
             .ok_or_else(out_of_range);
     }
-    let mut base = value.checked_mul_pow10(from.info().exp).ok_or_else(out_of_range)?;
+    let mut base = value
+        .checked_mul_pow10(from.info().exp)
+        .ok_or_else(out_of_range)?;
     if let Some(o) = off_from {
         base = base.checked_add(&o).ok_or_else(out_of_range)?;
     }
     if let Some(o) = off_to {
         base = base.checked_sub(&o).ok_or_else(out_of_range)?;
     }
-    base.checked_mul_pow10(-to.info().exp).ok_or_else(out_of_range)
+    base.checked_mul_pow10(-to.info().exp)
+        .ok_or_else(out_of_range)
 }
 
 /// Exact conversion of a difference or an uncertainty (no offsets: 1 Cel difference = 1 K).
@@ -272,7 +291,11 @@ pub fn convert_difference(value: &Decimal, from: Unit, to: Unit) -> Result<Decim
     check_compatible(from, to)?;
     value
         .checked_mul_pow10(from.info().exp - to.info().exp)
-        .ok_or_else(|| UnitError::OutOfRange { value: value.to_string(), from, to })
+        .ok_or_else(|| UnitError::OutOfRange {
+            value: value.to_string(),
+            from,
+            to,
+        })
 }
 
 impl fmt::Display for Unit {
@@ -329,7 +352,12 @@ mod tests {
             assert_eq!(info.unit as usize, i, "{}", info.code);
             assert_eq!(Unit::parse(info.code), Ok(info.unit));
             assert_eq!(info.unit.to_string(), info.code);
-            assert_eq!(Unit::parse_lenient(info.display), Ok(info.unit), "{}", info.display);
+            assert_eq!(
+                Unit::parse_lenient(info.display),
+                Ok(info.unit),
+                "{}",
+                info.display
+            );
         }
         let mut codes: Vec<_> = TABLE.iter().map(|i| i.code).collect();
         codes.sort_unstable();
@@ -354,7 +382,12 @@ mod tests {
         check("1", "kg/m3", "g/L", Ok("1"));
         check("5", "mol/m3", "mmol/L", Ok("5"));
         check("12.5", "g/100g", "%", Ok("12.5"));
-        check("1", "mg/L", "mg/kg", Err("cannot convert mg/L to mg/kg: mass concentration vs mass fraction"));
+        check(
+            "1",
+            "mg/L",
+            "mg/kg",
+            Err("cannot convert mg/L to mg/kg: mass concentration vs mass fraction"),
+        );
         check("7", "[pH]", "K", Err("pH vs temperature"));
         check("1", "ng/kg", "1", Ok("0.000000000001"));
         check(
@@ -386,7 +419,10 @@ mod tests {
         assert_eq!(Unit::UgPerG.display(), "µg/g");
         assert_eq!(Unit::Cel.display(), "°C");
         let e = Unit::parse("µg/g").unwrap_err().to_string();
-        assert_eq!(e, "unit \"µg/g\" is a display alias; the stored form is the UCUM code \"ug/g\"");
+        assert_eq!(
+            e,
+            "unit \"µg/g\" is a display alias; the stored form is the UCUM code \"ug/g\""
+        );
         let e = Unit::parse("mg/kgg").unwrap_err().to_string();
         assert!(e.starts_with("unknown unit \"mg/kgg\"; known units"), "{e}");
         assert!(Unit::parse_lenient("").is_err());
