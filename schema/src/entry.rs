@@ -1,0 +1,223 @@
+//! Entries: one signed record on one organisation's chain.
+//!
+//! An entry is a COSE_Sign1 whose payload is the canonical CBOR map
+//! `{v, op, fed, rec, seq, prev, time, chain}` (written here in canonical key order). The
+//! entry's bytes are the truth: [`Entry::decode`] keeps them, and the id, the Merkle leaf and
+//! the signature are all computed over them, never over a re-encoding.
+
+use std::sync::Arc;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::cbor::{self, CborError};
+use crate::cose::{self, CoseError, ProtectedHeader, Sign1};
+use crate::ids::{EntryId, FederationId, KeyId, OrgId, TreeHash};
+use crate::records::Record;
+
+/// The payload version this code writes and accepts.
+pub const VERSION: u64 = 1;
+/// The largest entry accepted, in bytes.
+pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
+/// The longest operator name.
+pub const MAX_OPERATOR_CHARS: usize = 128;
+
+/// The signed payload of an entry. Field order is canonical key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    #[serde(rename = "v")]
+    pub version: u64,
+    /// The person at the organisation who made the entry.
+    #[serde(rename = "op")]
+    pub operator: String,
+    #[serde(rename = "fed")]
+    pub federation: FederationId,
+    #[serde(rename = "rec")]
+    pub record: Record,
+    pub seq: u64,
+    /// The id of the entry at `seq - 1`; `null` at 0.
+    pub prev: Option<EntryId>,
+    #[serde(rename = "time")]
+    pub time_unix_ms: u64,
+    pub chain: OrgId,
+}
+
+/// Why an entry's bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("entry envelope: {0}")]
+    Cose(#[from] CoseError),
+    #[error("entry payload: {0}")]
+    Payload(CborError),
+    #[error("unknown payload version {0} (this software reads version {VERSION})")]
+    Version(u64),
+    #[error("prev must be null exactly at seq 0 (seq {seq})")]
+    PrevAtGenesis { seq: u64 },
+    #[error("CWT iss {issuer:?} differs from the payload's chain {chain}")]
+    IssuerMismatch { issuer: String, chain: OrgId },
+    #[error("CWT iat {iat} s differs from the payload's time {time_unix_ms} ms")]
+    IatMismatch { iat: u64, time_unix_ms: u64 },
+    #[error("operator: must be 1 to {MAX_OPERATOR_CHARS} characters without control characters")]
+    Operator,
+}
+
+/// A decoded entry: its exact bytes and what they say.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    bytes: Arc<[u8]>,
+    id: EntryId,
+    kid: KeyId,
+    payload: Payload,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for Entry {}
+
+impl Entry {
+    /// Decodes and checks an entry's structure (not its signature, which needs the key).
+    pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
+        let sign1 = Sign1::parse(bytes, MAX_ENTRY_BYTES, cose::content_type::ENTRY)?;
+        sign1.require_empty_unprotected()?;
+        let payload: Payload =
+            cbor::from_canonical(sign1.payload, MAX_ENTRY_BYTES).map_err(|e| {
+                // Name the version problem precisely when that is what it is.
+                peek_version(sign1.payload)
+                    .filter(|&v| v != VERSION)
+                    .map_or(EntryError::Payload(e), EntryError::Version)
+            })?;
+        check_payload(&payload, &sign1.header)?;
+        Ok(Self {
+            id: EntryId::of(bytes),
+            kid: sign1.header.kid,
+            payload,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Builds and signs an entry. The payload is checked as [`Entry::decode`] would.
+    pub fn sign(key: &SigningKey, payload: Payload) -> Result<Self, EntryError> {
+        let payload_bytes = cbor::to_canonical(&payload).map_err(EntryError::Payload)?;
+        let header = ProtectedHeader {
+            content_type: cose::content_type::ENTRY.into(),
+            kid: cose::key_id(&key.verifying_key()),
+            issuer: payload.chain.as_str().into(),
+            issued_at_s: payload.time_unix_ms / 1000,
+            vds: None,
+        };
+        check_payload(&payload, &header)?;
+        let bytes = cose::sign(key, &header, &payload_bytes);
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryError::Payload(CborError::TooLarge {
+                len: bytes.len(),
+                max: MAX_ENTRY_BYTES,
+            }));
+        }
+        Ok(Self {
+            id: EntryId::of(&bytes),
+            kid: header.kid,
+            payload,
+            bytes: bytes.into(),
+        })
+    }
+
+    /// Checks the signature with `verify_strict` against `key`, which the caller found for
+    /// [`Entry::kid`] in the federation's membership.
+    pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), CoseError> {
+        if cose::key_id(key) != self.kid {
+            return Err(CoseError::BadSignature);
+        }
+        let sign1 = Sign1::parse(&self.bytes, MAX_ENTRY_BYTES, cose::content_type::ENTRY)?;
+        sign1.verify(key)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The shared bytes, for handing to storage without a copy.
+    pub fn shared_bytes(&self) -> Arc<[u8]> {
+        self.bytes.clone()
+    }
+
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    pub fn kid(&self) -> KeyId {
+        self.kid
+    }
+
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.payload.record
+    }
+
+    pub fn chain(&self) -> &OrgId {
+        &self.payload.chain
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.payload.seq
+    }
+
+    pub fn time_unix_ms(&self) -> u64 {
+        self.payload.time_unix_ms
+    }
+
+    /// The RFC 9162 leaf hash: `SHA-256(0x00 ‖ entry bytes)`.
+    pub fn leaf_hash(&self) -> TreeHash {
+        leaf_hash(&self.bytes)
+    }
+}
+
+/// The RFC 9162 leaf hash of an entry's bytes.
+pub fn leaf_hash(entry_bytes: &[u8]) -> TreeHash {
+    let mut hasher = sha2::Sha256::new();
+    hasher.update([0u8]);
+    hasher.update(entry_bytes);
+    TreeHash(hasher.finalize().into())
+}
+
+fn check_payload(payload: &Payload, header: &ProtectedHeader) -> Result<(), EntryError> {
+    if payload.version != VERSION {
+        return Err(EntryError::Version(payload.version));
+    }
+    if (payload.seq == 0) != payload.prev.is_none() {
+        return Err(EntryError::PrevAtGenesis { seq: payload.seq });
+    }
+    if header.issuer != payload.chain.as_str() {
+        return Err(EntryError::IssuerMismatch {
+            issuer: header.issuer.clone(),
+            chain: payload.chain.clone(),
+        });
+    }
+    if header.issued_at_s != payload.time_unix_ms / 1000 {
+        return Err(EntryError::IatMismatch {
+            iat: header.issued_at_s,
+            time_unix_ms: payload.time_unix_ms,
+        });
+    }
+    let op = &payload.operator;
+    if op.is_empty() || op.chars().count() > MAX_OPERATOR_CHARS || op.chars().any(char::is_control)
+    {
+        return Err(EntryError::Operator);
+    }
+    Ok(())
+}
+
+/// Reads `v` from a payload map if it is the first key, to name version errors precisely.
+fn peek_version(payload: &[u8]) -> Option<u64> {
+    let mut r = cbor::Reader::new(payload);
+    r.map().ok()?;
+    (r.text().ok()? == "v").then(|| r.unsigned().ok()).flatten()
+}
