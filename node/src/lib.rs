@@ -1,0 +1,9 @@
+//! rmledger-node: the daemon a member organisation runs. It keeps the chains durably, signs
+//! its own organisation's entries and serves the ledger.
+//!
+//! Modules: `config` (node.toml), `keys` (the organisation's key file), `init` (creating a
+//! node's directory).
+
+pub mod config;
+pub mod init;
+pub mod keys;
