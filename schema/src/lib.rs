@@ -10,6 +10,7 @@
 //! authorisation). The domain: [`records`] and its value types ([`decimal`], [`units`],
 //! [`serial`], [`date`], [`rmcode`]).
 
+pub mod bundle;
 pub mod cbor;
 pub mod chain;
 pub mod checkpoint;
@@ -23,4 +24,6 @@ pub mod merkle;
 pub mod records;
 pub mod rmcode;
 pub mod serial;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod units;
