@@ -77,169 +77,50 @@ const fn rule(id: &'static str, kind: RuleKind, summary: &'static str) -> RuleIn
 }
 
 /// Every rule, in documentation order. Ids are stable: clients and audits match on them.
+#[rustfmt::skip]
 const ALL_RULES: [RuleInfo; 40] = {
     use RuleKind::{Conflict as C, Forbidden as F, NotFound as N};
     [
-        rule(
-            "not-a-registration",
-            C,
-            "a certificate starts from a BatchRegistered entry",
-        ),
-        rule(
-            "not-a-lifecycle-record",
-            C,
-            "the record is not about a certificate's life",
-        ),
-        rule(
-            "wrong-certificate",
-            N,
-            "the record names another certificate",
-        ),
-        rule(
-            "not-the-producer",
-            F,
-            "only the certificate's producer may write this record",
-        ),
-        rule(
-            "duplicate-registration",
-            C,
-            "a batch with this code and batch id is already registered",
-        ),
-        rule(
-            "supersedes-unknown-certificate",
-            N,
-            "the certificate to supersede is not known",
-        ),
-        rule(
-            "supersedes-foreign-certificate",
-            F,
-            "only a certificate's own producer may supersede it",
-        ),
-        rule(
-            "certificate-already-superseded",
-            C,
-            "the certificate was already superseded",
-        ),
-        rule(
-            "revision-out-of-order",
-            C,
-            "a revision must be numbered current + 1",
-        ),
-        rule(
-            "revision-changes-identity",
-            C,
-            "a revision may not change the code, batch or units",
-        ),
-        rule(
-            "revision-not-found",
-            N,
-            "the named certificate revision does not exist",
-        ),
-        rule(
-            "quantity-not-found",
-            N,
-            "the certificate has no value for this quantity",
-        ),
-        rule(
-            "incompatible-unit",
-            C,
-            "the unit cannot be converted to the certificate's unit",
-        ),
-        rule(
-            "verdict-disagrees",
-            C,
-            "the stated verdict differs from the one En gives",
-        ),
-        rule(
-            "verdict-on-non-certified-value",
-            C,
-            "only a certified value can pass or fail",
-        ),
-        rule(
-            "comparison-failed",
-            C,
-            "the measurement could not be compared with the value",
-        ),
+        rule("not-a-registration", C, "a certificate starts from a BatchRegistered entry"),
+        rule("not-a-lifecycle-record", C, "the record is not about a certificate's life"),
+        rule("wrong-certificate", N, "the record names another certificate"),
+        rule("not-the-producer", F, "only the certificate's producer may write this record"),
+        rule("duplicate-registration", C, "a batch with this code and batch id is already registered"),
+        rule("supersedes-unknown-certificate", N, "the certificate to supersede is not known"),
+        rule("supersedes-foreign-certificate", F, "only a certificate's own producer may supersede it"),
+        rule("certificate-already-superseded", C, "the certificate was already superseded"),
+        rule("revision-out-of-order", C, "a revision must be numbered current + 1"),
+        rule("revision-changes-identity", C, "a revision may not change the code, batch or units"),
+        rule("revision-not-found", N, "the named certificate revision does not exist"),
+        rule("quantity-not-found", N, "the certificate has no value for this quantity"),
+        rule("incompatible-unit", C, "the unit cannot be converted to the certificate's unit"),
+        rule("verdict-disagrees", C, "the stated verdict differs from the one En gives"),
+        rule("verdict-on-non-certified-value", C, "only a certified value can pass or fail"),
+        rule("comparison-failed", C, "the measurement could not be compared with the value"),
         rule("certificate-withdrawn", C, "the certificate was withdrawn"),
         rule("certificate-recalled", C, "the certificate was recalled"),
         rule("certificate-suspended", C, "the certificate is suspended"),
-        rule(
-            "certificate-expired",
-            C,
-            "the certificate's validity has ended",
-        ),
-        rule(
-            "already-suspended",
-            C,
-            "the certificate is already suspended",
-        ),
-        rule(
-            "not-suspended",
-            C,
-            "only a suspended certificate can be reinstated",
-        ),
-        rule(
-            "already-recalled",
-            C,
-            "the certificate was already recalled",
-        ),
-        rule(
-            "already-withdrawn",
-            C,
-            "the certificate was already withdrawn",
-        ),
-        rule(
-            "too-many-serials",
-            C,
-            "a movement record lists too many serials",
-        ),
-        rule(
-            "unit-not-produced",
-            N,
-            "the serial is not one of the batch's units",
-        ),
-        rule(
-            "unit-already-shipped",
-            C,
-            "the unit has already left the producer",
-        ),
+        rule("certificate-expired", C, "the certificate's validity has ended"),
+        rule("already-suspended", C, "the certificate is already suspended"),
+        rule("not-suspended", C, "only a suspended certificate can be reinstated"),
+        rule("already-recalled", C, "the certificate was already recalled"),
+        rule("already-withdrawn", C, "the certificate was already withdrawn"),
+        rule("too-many-serials", C, "a movement record lists too many serials"),
+        rule("unit-not-produced", N, "the serial is not one of the batch's units"),
+        rule("unit-already-shipped", C, "the unit has already left the producer"),
         rule("ship-to-self", C, "a producer cannot ship units to itself"),
         rule("unit-not-shipped", C, "the unit was never shipped"),
-        rule(
-            "unit-shipped-elsewhere",
-            F,
-            "the unit was shipped to another organisation",
-        ),
+        rule("unit-shipped-elsewhere", F, "the unit was shipped to another organisation"),
         rule("unit-already-received", C, "the unit was already received"),
-        rule(
-            "wrong-sender",
-            C,
-            "units come from the certificate's producer",
-        ),
-        rule(
-            "unit-not-received",
-            C,
-            "the unit was not received by this organisation",
-        ),
+        rule("wrong-sender", C, "units come from the certificate's producer"),
+        rule("unit-not-received", C, "the unit was not received by this organisation"),
         rule("unit-already-opened", C, "the unit was already opened"),
         rule("unit-not-opened", C, "a unit must be opened before use"),
         rule("unit-disposed", C, "the unit was disposed of"),
-        rule(
-            "unit-not-held",
-            F,
-            "only the unit's holder may dispose of it",
-        ),
+        rule("unit-not-held", F, "only the unit's holder may dispose of it"),
         rule("single-use-spent", C, "a single-use unit was already used"),
-        rule(
-            "after-opening-expired",
-            C,
-            "the period of use after opening has ended",
-        ),
-        rule(
-            "unit-expired",
-            C,
-            "the unit's validity counted from dispatch has ended",
-        ),
+        rule("after-opening-expired", C, "the period of use after opening has ended"),
+        rule("unit-expired", C, "the unit's validity counted from dispatch has ended"),
     ]
 };
 
@@ -780,16 +661,17 @@ impl CertificateState {
                 Ok(())
             }
             Record::Recalled(_) => {
-                if let Some(r) = &self.recalled {
-                    return refuse(
-                        "already-recalled",
-                        format!("recalled by {} (entry {})", r.chain, r.entry),
-                    );
-                }
+                // Withdrawal ends the certificate's life: say so before "already recalled".
                 if let Some(w) = &self.withdrawn {
                     return refuse(
                         "certificate-withdrawn",
                         format!("withdrawn by {} (entry {})", w.chain, w.entry),
+                    );
+                }
+                if let Some(r) = &self.recalled {
+                    return refuse(
+                        "already-recalled",
+                        format!("recalled by {} (entry {})", r.chain, r.entry),
                     );
                 }
                 Ok(())
@@ -1534,4 +1416,1203 @@ fn date_text(ms: u64, off: i32) -> String {
         .ok()
         .and_then(|ms| Date::from_unix_ms(ms, off).ok())
         .map_or_else(|| format!("{ms} ms"), |d| d.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use ed25519_dalek::SigningKey;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::decimal::Decimal;
+    use crate::entry::{Payload, VERSION};
+    use crate::federation::{Genesis, GenesisBody};
+    use crate::ids::{FederationId, PublicKey};
+    use crate::records::{
+        Anchor, DocumentKind, Enrol, Officer, PropertyValue, Purpose, Quantity, Received, Role,
+        Shipped, Uncertainty, Used,
+    };
+    use crate::serial::SerialRange;
+    use crate::units::Unit;
+
+    const OFF: i32 = 480;
+    const PRODUCER: &str = "acme-rm";
+    const LAB: &str = "nclab";
+    const LAB2: &str = "eastlab";
+    const INSTITUTE: &str = "nim";
+
+    /// A tiny federation: a genesis, one key per organisation, a sequence counter per chain.
+    struct World {
+        federation: FederationId,
+        seqs: BTreeMap<String, u64>,
+    }
+
+    fn key_of(org: &str) -> SigningKey {
+        let mut seed = [7u8; 32];
+        for (i, b) in org.bytes().enumerate() {
+            seed[i % 32] ^= b;
+        }
+        SigningKey::from_bytes(&seed)
+    }
+
+    impl World {
+        fn new() -> Self {
+            let registrar = key_of("registrar");
+            let genesis = Genesis::create(
+                &registrar,
+                GenesisBody {
+                    version: 1,
+                    name: "test federation".into(),
+                    time_unix_ms: at("2024-01-01", 0),
+                    registrar: Enrol {
+                        org: org("registrar"),
+                        keys: vec![PublicKey(registrar.verifying_key().to_bytes())],
+                        name: "Registrar".into(),
+                        roles: vec![Role::Registrar],
+                    },
+                    utc_offset_minutes: OFF,
+                },
+            )
+            .unwrap();
+            World {
+                federation: genesis.id(),
+                seqs: BTreeMap::new(),
+            }
+        }
+
+        /// Signs `record` as the next entry on `chain`.
+        fn entry(&mut self, chain: &str, time: u64, record: Record) -> Entry {
+            let seq = self.seqs.entry(chain.into()).or_default();
+            let this = *seq;
+            *seq += 1;
+            let payload = Payload {
+                version: VERSION,
+                operator: "tester".into(),
+                federation: self.federation,
+                record,
+                seq: this,
+                // The fold never follows `prev`; any id will do past seq 0.
+                prev: (this > 0).then_some(EntryId([this as u8; 32])),
+                time_unix_ms: time,
+                chain: org(chain),
+            };
+            Entry::sign(&key_of(chain), payload).unwrap()
+        }
+    }
+
+    fn org(text: &str) -> OrgId {
+        OrgId::new(text).unwrap()
+    }
+
+    fn d(text: &str) -> Decimal {
+        Decimal::parse(text).unwrap()
+    }
+
+    fn date(text: &str) -> Date {
+        Date::parse(text).unwrap()
+    }
+
+    /// Unix ms of `hour`:00 on `day` in the federation's offset.
+    fn at(day: &str, hour: u64) -> u64 {
+        date(day).start_unix_ms(OFF) as u64 + hour * 3_600_000
+    }
+
+    fn serials(text: &str) -> SerialSet {
+        SerialSet::new(
+            text.split(',')
+                .map(|r| SerialRange::parse(r.trim()).unwrap())
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn unc(expanded: &str) -> Uncertainty {
+        Uncertainty {
+            expanded: d(expanded),
+            relative: false,
+            coverage_factor: d("2"),
+            coverage_probability: None,
+        }
+    }
+
+    fn certificate(validity: Validity, after_opening: AfterOpening) -> Certificate {
+        let value = |kind, quantity: &str, value, unit, u: Option<&str>| PropertyValue {
+            kind,
+            unit,
+            basis: None,
+            value: d(value),
+            method: None,
+            quantity: quantity.into(),
+            uncertainty: u.map(unc),
+        };
+        Certificate {
+            code: RmCode::parse("GBW07406").unwrap(),
+            kind: DocumentKind::Certificate,
+            name: "Soil".into(),
+            batch: "a".into(),
+            units: serials("A-0001..A-0010"),
+            matrix: Some("soil".into()),
+            values: vec![
+                value(
+                    ValueKind::Certified,
+                    "Cd",
+                    "0.21",
+                    Unit::MgPerKg,
+                    Some("0.01"),
+                ),
+                value(ValueKind::Reference, "Pb", "25", Unit::MgPerKg, Some("2")),
+                value(ValueKind::Information, "pH", "7.2", Unit::Ph, None),
+            ],
+            name_en: None,
+            storage: None,
+            handling: None,
+            validity,
+            issue_date: date("2024-01-10"),
+            supersedes: None,
+            attachments: Vec::new(),
+            intended_use: "calibration and quality control".into(),
+            traceability: Some("SI via primary methods".into()),
+            unit_content: None,
+            after_opening,
+            commutability: None,
+            health_safety: None,
+            min_sample_size: Some(Quantity {
+                unit: Unit::G,
+                value: d("0.1"),
+            }),
+            approving_officer: Some(Officer {
+                name: "Li Wei".into(),
+                function: "technical director".into(),
+            }),
+            grading_certificate: None,
+            characterization_date: Some(date("2023-12-01")),
+        }
+    }
+
+    fn until_2026() -> Validity {
+        Validity::Until(date("2026-12-31"))
+    }
+
+    fn status(cert: CertificateId, reason: &str) -> StatusChange {
+        StatusChange {
+            cert,
+            reason: reason.into(),
+        }
+    }
+
+    fn ship(cert: CertificateId, to: &str, units: &str) -> Record {
+        Record::Shipped(Shipped {
+            to: org(to),
+            cert,
+            serials: serials(units),
+        })
+    }
+
+    fn receive(cert: CertificateId, from: &str, units: &str) -> Record {
+        Record::Received(Received {
+            cert,
+            from: org(from),
+            serials: serials(units),
+        })
+    }
+
+    fn open(cert: CertificateId, serial: &str) -> Record {
+        Record::Opened(crate::records::Opened {
+            cert,
+            serial: serial.into(),
+        })
+    }
+
+    fn use_unit(cert: CertificateId, serial: &str) -> Record {
+        Record::Used(Used {
+            cert,
+            serial: serial.into(),
+            purpose: Purpose::QualityControl,
+            quantity: Some(Quantity {
+                unit: Unit::G,
+                value: d("0.25"),
+            }),
+            reference: Some("QC-2024-001".into()),
+        })
+    }
+
+    fn dispose(cert: CertificateId, units: &str) -> Record {
+        Record::Disposed(crate::records::Disposed {
+            cert,
+            reason: Some("used up".into()),
+            serials: serials(units),
+        })
+    }
+
+    fn verify(
+        cert: CertificateId,
+        revision: u32,
+        quantity: &str,
+        value: &str,
+        unit: Unit,
+        verdict: Option<Verdict>,
+    ) -> Record {
+        Record::ValueVerification(ValueVerification {
+            cert,
+            unit,
+            value: d(value),
+            method: Some("ICP-MS".into()),
+            report: Some("NIM-2024-17".into()),
+            sample: Some("A-0010".into()),
+            verdict,
+            quantity: quantity.into(),
+            revision,
+            uncertainty: unc("0.02"),
+        })
+    }
+
+    fn revise(cert: CertificateId, revision: u32, certificate: Certificate) -> Record {
+        Record::CertificateRevised(crate::records::CertificateRevised {
+            cert,
+            reason: "expiry extended after stability monitoring".into(),
+            revision,
+            certificate,
+        })
+    }
+
+    /// A world, a certificate registered by the producer on 2024-01-15, and the rules seen.
+    struct Scenario {
+        world: World,
+        state: CertificateState,
+        fired: BTreeSet<&'static str>,
+    }
+
+    impl Scenario {
+        fn new(validity: Validity, after_opening: AfterOpening) -> Self {
+            let mut world = World::new();
+            let registration = world.entry(
+                PRODUCER,
+                at("2024-01-15", 9),
+                Record::BatchRegistered(certificate(validity, after_opening)),
+            );
+            Scenario {
+                world,
+                state: CertificateState::register(&registration).unwrap(),
+                fired: BTreeSet::new(),
+            }
+        }
+
+        fn id(&self) -> CertificateId {
+            self.state.id
+        }
+
+        /// Checks `record` by `org` at `time`: `Ok(())` must be accepted (and is applied),
+        /// `Err(rule)` must be refused with that rule (and is not applied).
+        fn step(&mut self, org: &str, time: u64, record: Record, expected: Result<(), &str>) {
+            let got = self.state.check(&self::org(org), time, &record, OFF);
+            match (&got, expected) {
+                (Ok(()), Ok(())) => {
+                    let entry = self.world.entry(org, time, record);
+                    let before = self.state.timeline.len();
+                    self.state.apply(&entry, OFF);
+                    assert_eq!(self.state.timeline.len(), before + 1);
+                    assert_eq!(self.state.timeline.last().unwrap().anomaly, None);
+                }
+                (Err(e), Err(rule)) => {
+                    assert_eq!(e.rule, rule, "{e}");
+                    assert!(RuleError::rules().contains(&e.rule));
+                    assert!(e.to_string().starts_with(&format!("{rule}: ")));
+                    self.fired.insert(e.rule);
+                }
+                _ => panic!("{org} {:?}: got {got:?}, want {expected:?}", record.kind()),
+            }
+        }
+
+        /// Applies without checking (a replicated fact).
+        fn fact(&mut self, org: &str, time: u64, record: Record) -> Entry {
+            let entry = self.world.entry(org, time, record);
+            self.state.apply(&entry, OFF);
+            entry
+        }
+
+        fn unit(&self, serial: &str) -> UnitState {
+            self.state.unit(serial).unwrap().into_owned()
+        }
+    }
+
+    #[test]
+    fn happy_path() {
+        let mut s = Scenario::new(until_2026(), AfterOpening::Within(Period::Days(30)));
+        let id = s.id();
+        let day = |n: u32| at(&format!("2024-02-{n:02}"), 10);
+        let steps: Vec<(&str, u64, Record)> = vec![
+            (
+                INSTITUTE,
+                day(1),
+                verify(id, 1, "Cd", "0.23", Unit::MgPerKg, Some(Verdict::Pass)),
+            ),
+            (PRODUCER, day(2), ship(id, LAB, "A-0001..A-0003")),
+            (LAB, day(4), receive(id, PRODUCER, "A-0001..A-0003")),
+            (LAB, day(5), open(id, "A-0001")),
+            (LAB, day(6), use_unit(id, "A-0001")),
+            (LAB, day(7), use_unit(id, "A-0001")),
+            (LAB, day(8), dispose(id, "A-0001")),
+        ];
+        for (org, time, record) in steps {
+            s.step(org, time, record, Ok(()));
+        }
+        let v = &s.state.verifications[0];
+        assert_eq!(v.rule_verdict, Some(Verdict::Pass));
+        assert!((v.comparison.unwrap().en - 0.894).abs() < 0.001);
+        assert_eq!(v.note, None);
+
+        let a1 = s.unit("A-0001");
+        assert_eq!(a1.stage, UnitStage::Disposed);
+        assert_eq!(a1.uses, 2);
+        assert_eq!(a1.holder, org(LAB));
+        assert_eq!(a1.shipped_at, Some(day(2)));
+        assert_eq!(a1.received_at, Some(day(4)));
+        assert_eq!(a1.opened_at, Some(day(5)));
+        assert_eq!(a1.last_used_at, Some(day(7)));
+        assert_eq!(a1.disposed_at, Some(day(8)));
+        let a2 = s.unit("A-0002");
+        assert_eq!(
+            (a2.stage, a2.holder.clone()),
+            (UnitStage::Received, org(LAB))
+        );
+        let a4 = s.unit("A-0004");
+        assert_eq!((a4.stage, a4.holder), (UnitStage::Produced, org(PRODUCER)));
+        assert_eq!(s.state.units.len(), 10);
+
+        let summaries: Vec<&str> = s
+            .state
+            .timeline
+            .iter()
+            .map(|t| t.summary.as_str())
+            .collect();
+        assert_eq!(
+            summaries,
+            [
+                "registered GBW07406 batch a (Soil) with 10 units (A-0001..A-0010)",
+                "verified Cd against revision 1: 0.23 mg/kg, En = 0.89 (pass)",
+                "shipped 3 units (A-0001..A-0003) to nclab",
+                "received 3 units (A-0001..A-0003) from acme-rm",
+                "opened unit A-0001",
+                "used unit A-0001 for quality control (0.25 g), report QC-2024-001",
+                "used unit A-0001 for quality control (0.25 g), report QC-2024-001",
+                "disposed of 1 unit (A-0001): used up",
+            ]
+        );
+        assert_eq!(s.state.status_at(day(9), OFF), Status::Valid);
+        // The state is what the JSON API shows.
+        let json = serde_json::to_value(&s.state).unwrap();
+        assert_eq!(json["units"]["A-0001"]["stage"], "disposed");
+        assert_eq!(json["timeline"][2]["kind"], "Shipped");
+    }
+
+    #[test]
+    fn every_rule_fires() {
+        let mut fired = BTreeSet::new();
+        let t = |n: u32| at(&format!("2024-03-{n:02}"), 10);
+
+        // Registration and superseding.
+        let mut s = Scenario::new(until_2026(), AfterOpening::SingleUse);
+        let id = s.id();
+        let shipped = s.world.entry(PRODUCER, t(1), ship(id, LAB, "A-0001"));
+        assert_eq!(
+            CertificateState::register(&shipped).unwrap_err().rule,
+            "not-a-registration"
+        );
+        fired.insert("not-a-registration");
+        let mut next = certificate(until_2026(), AfterOpening::SingleUse);
+        next.batch = "b".into();
+        let no = |_: &RmCode, _: &str| false;
+        let registration_rule = |existing: &dyn Fn(&RmCode, &str) -> bool,
+                                 by: &str,
+                                 c: &Certificate,
+                                 old: Option<&CertificateState>| {
+            check_registration(existing, &org(by), c, old)
+                .map_err(|e| e.rule)
+                .err()
+        };
+        assert_eq!(
+            registration_rule(
+                &|code, batch| code.as_str() == "GBW07406" && batch == "b",
+                PRODUCER,
+                &next,
+                None
+            ),
+            Some("duplicate-registration")
+        );
+        assert_eq!(registration_rule(&no, PRODUCER, &next, None), None);
+        next.supersedes = Some(id);
+        assert_eq!(
+            registration_rule(&no, PRODUCER, &next, None),
+            Some("supersedes-unknown-certificate")
+        );
+        assert_eq!(
+            registration_rule(&no, "other-rm", &next, Some(&s.state)),
+            Some("supersedes-foreign-certificate")
+        );
+        assert_eq!(
+            registration_rule(&no, PRODUCER, &next, Some(&s.state)),
+            None
+        );
+        let mut superseded = s.state.clone();
+        let successor = s
+            .world
+            .entry(PRODUCER, t(2), Record::BatchRegistered(next.clone()));
+        superseded.apply(&successor, OFF);
+        assert!(superseded.superseded_by.is_some());
+        assert_eq!(
+            registration_rule(&no, PRODUCER, &next, Some(&superseded)),
+            Some("certificate-already-superseded")
+        );
+        fired.extend([
+            "duplicate-registration",
+            "supersedes-unknown-certificate",
+            "supersedes-foreign-certificate",
+            "certificate-already-superseded",
+        ]);
+
+        // Record-level rules.
+        let other = EntryId([9; 32]);
+        let anchor = Record::Anchor(Anchor {
+            root: crate::ids::TreeHash([0; 32]),
+            size: 1,
+            chain: org(LAB),
+        });
+        s.step(LAB, t(1), anchor, Err("not-a-lifecycle-record"));
+        s.step(
+            PRODUCER,
+            t(1),
+            ship(other, LAB, "A-0001"),
+            Err("wrong-certificate"),
+        );
+        s.step(LAB, t(1), ship(id, LAB2, "A-0001"), Err("not-the-producer"));
+        s.step(
+            PRODUCER,
+            t(1),
+            ship(id, PRODUCER, "A-0001"),
+            Err("ship-to-self"),
+        );
+        s.step(
+            PRODUCER,
+            t(1),
+            ship(id, LAB, "A-0099"),
+            Err("unit-not-produced"),
+        );
+        s.step(
+            PRODUCER,
+            t(1),
+            ship(id, LAB, "Z0000001..Z0200000"),
+            Err("too-many-serials"),
+        );
+
+        // Revisions.
+        let cert = certificate(until_2026(), AfterOpening::SingleUse);
+        s.step(
+            PRODUCER,
+            t(1),
+            revise(id, 3, cert.clone()),
+            Err("revision-out-of-order"),
+        );
+        let mut renamed = cert.clone();
+        renamed.batch = "b".into();
+        s.step(
+            PRODUCER,
+            t(1),
+            revise(id, 2, renamed),
+            Err("revision-changes-identity"),
+        );
+        s.step(
+            INSTITUTE,
+            t(1),
+            revise(id, 2, cert.clone()),
+            Err("not-the-producer"),
+        );
+
+        // Verifications.
+        let pass = Some(Verdict::Pass);
+        let cd = |value: &str, unit, verdict| verify(id, 1, "Cd", value, unit, verdict);
+        s.step(
+            INSTITUTE,
+            t(1),
+            verify(id, 5, "Cd", "0.23", Unit::MgPerKg, None),
+            Err("revision-not-found"),
+        );
+        s.step(
+            INSTITUTE,
+            t(1),
+            verify(id, 1, "Zn", "0.23", Unit::MgPerKg, None),
+            Err("quantity-not-found"),
+        );
+        s.step(
+            INSTITUTE,
+            t(1),
+            cd("0.23", Unit::MgPerL, None),
+            Err("incompatible-unit"),
+        );
+        s.step(
+            INSTITUTE,
+            t(1),
+            cd("0.26", Unit::MgPerKg, pass),
+            Err("verdict-disagrees"),
+        );
+        s.step(
+            INSTITUTE,
+            t(1),
+            verify(id, 1, "Pb", "25", Unit::MgPerKg, pass),
+            Err("verdict-on-non-certified-value"),
+        );
+        let Record::ValueVerification(mut zero_k) = cd("0.23", Unit::MgPerKg, pass) else {
+            unreachable!()
+        };
+        zero_k.uncertainty.coverage_factor = Decimal::ZERO;
+        s.step(
+            INSTITUTE,
+            t(1),
+            Record::ValueVerification(zero_k),
+            Err("comparison-failed"),
+        );
+        // A verdict-less verification of an information value is recorded, without a score.
+        s.step(
+            INSTITUTE,
+            t(1),
+            verify(id, 1, "pH", "7.3", Unit::Ph, None),
+            Ok(()),
+        );
+        assert_eq!(s.state.verifications[0].comparison, None);
+        assert!(
+            s.state.verifications[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("no-reference-uncertainty")
+        );
+        s.step(
+            INSTITUTE,
+            t(1),
+            cd("0.26", Unit::MgPerKg, Some(Verdict::Fail)),
+            Ok(()),
+        );
+        s.step(
+            PRODUCER,
+            t(1),
+            Record::StabilityCheck(StabilityCheck {
+                cert: id,
+                unit: Unit::MgPerL,
+                value: d("0.21"),
+                quantity: "Cd".into(),
+                conclusion: StabilityConclusion::Stable,
+                measured_on: date("2024-03-01"),
+                uncertainty: None,
+            }),
+            Err("incompatible-unit"),
+        );
+
+        // Units.
+        s.step(PRODUCER, t(2), ship(id, LAB, "A-0001..A-0004"), Ok(()));
+        s.step(
+            PRODUCER,
+            t(2),
+            ship(id, LAB2, "A-0004..A-0005"),
+            Err("unit-already-shipped"),
+        );
+        s.step(
+            LAB,
+            t(3),
+            receive(id, PRODUCER, "A-0005"),
+            Err("unit-not-shipped"),
+        );
+        s.step(
+            LAB2,
+            t(3),
+            receive(id, PRODUCER, "A-0001"),
+            Err("unit-shipped-elsewhere"),
+        );
+        s.step(LAB, t(3), receive(id, LAB2, "A-0001"), Err("wrong-sender"));
+        s.step(LAB, t(3), open(id, "A-0001"), Err("unit-not-received"));
+        s.step(LAB, t(3), receive(id, PRODUCER, "A-0001..A-0004"), Ok(()));
+        s.step(
+            LAB,
+            t(3),
+            receive(id, PRODUCER, "A-0002"),
+            Err("unit-already-received"),
+        );
+        s.step(LAB2, t(4), open(id, "A-0001"), Err("unit-not-received"));
+        s.step(LAB, t(4), use_unit(id, "A-0001"), Err("unit-not-opened"));
+        s.step(LAB, t(4), open(id, "A-0001"), Ok(()));
+        s.step(LAB, t(4), open(id, "A-0001"), Err("unit-already-opened"));
+        let Record::Used(mut in_ml) = use_unit(id, "A-0001") else {
+            unreachable!()
+        };
+        in_ml.quantity = Some(Quantity {
+            unit: Unit::ML,
+            value: d("1"),
+        });
+        s.step(LAB, t(4), Record::Used(in_ml), Err("incompatible-unit"));
+        s.step(LAB, t(5), use_unit(id, "A-0001"), Ok(()));
+        s.step(LAB, t(6), use_unit(id, "A-0001"), Err("single-use-spent"));
+        s.step(LAB2, t(6), dispose(id, "A-0002"), Err("unit-not-held"));
+        s.step(PRODUCER, t(6), dispose(id, "A-0002"), Err("unit-not-held"));
+        s.step(PRODUCER, t(6), dispose(id, "A-0010"), Ok(()));
+        s.step(LAB, t(6), dispose(id, "A-0001..A-0003"), Ok(()));
+        s.step(LAB, t(7), use_unit(id, "A-0001"), Err("unit-disposed"));
+        s.step(LAB, t(7), dispose(id, "A-0003"), Err("unit-disposed"));
+        s.step(
+            PRODUCER,
+            t(7),
+            ship(id, LAB, "A-0010"),
+            Err("unit-disposed"),
+        );
+
+        // Status changes and what they block.
+        s.step(
+            INSTITUTE,
+            t(8),
+            Record::Reinstated(status(id, "x")),
+            Err("not-suspended"),
+        );
+        s.step(
+            INSTITUTE,
+            t(8),
+            Record::Suspended(status(id, "Cd drift under review")),
+            Ok(()),
+        );
+        s.step(
+            INSTITUTE,
+            t(8),
+            Record::Suspended(status(id, "again")),
+            Err("already-suspended"),
+        );
+        s.step(
+            PRODUCER,
+            t(9),
+            ship(id, LAB, "A-0006"),
+            Err("certificate-suspended"),
+        );
+        s.step(LAB, t(9), open(id, "A-0004"), Err("certificate-suspended"));
+        s.step(
+            INSTITUTE,
+            t(10),
+            Record::Reinstated(status(id, "drift explained")),
+            Ok(()),
+        );
+        s.step(PRODUCER, t(11), ship(id, LAB, "A-0006"), Ok(()));
+        s.step(
+            PRODUCER,
+            at("2027-01-01", 0),
+            ship(id, LAB, "A-0007"),
+            Err("certificate-expired"),
+        );
+        s.step(
+            PRODUCER,
+            at("2026-12-31", 23),
+            ship(id, LAB, "A-0007"),
+            Ok(()),
+        );
+        s.step(
+            INSTITUTE,
+            t(12),
+            Record::Recalled(status(id, "contamination")),
+            Ok(()),
+        );
+        s.step(
+            INSTITUTE,
+            t(12),
+            Record::Recalled(status(id, "again")),
+            Err("already-recalled"),
+        );
+        s.step(LAB, t(13), open(id, "A-0004"), Err("certificate-recalled"));
+        s.step(
+            PRODUCER,
+            t(13),
+            revise(id, 2, cert.clone()),
+            Err("certificate-recalled"),
+        );
+        s.step(
+            INSTITUTE,
+            t(13),
+            Record::Suspended(status(id, "x")),
+            Err("certificate-recalled"),
+        );
+        s.step(
+            LAB,
+            t(13),
+            Record::Withdrawn(status(id, "x")),
+            Err("not-the-producer"),
+        );
+        s.step(
+            PRODUCER,
+            t(14),
+            Record::Withdrawn(status(id, "batch exhausted")),
+            Ok(()),
+        );
+        s.step(
+            PRODUCER,
+            t(14),
+            Record::Withdrawn(status(id, "again")),
+            Err("already-withdrawn"),
+        );
+        s.step(
+            PRODUCER,
+            t(15),
+            Record::Recalled(status(id, "x")),
+            Err("certificate-withdrawn"),
+        );
+        s.step(
+            PRODUCER,
+            t(15),
+            ship(id, LAB, "A-0008"),
+            Err("certificate-withdrawn"),
+        );
+        fired.extend(s.fired.iter().copied());
+
+        // After opening: usable through the opening date + 7 days.
+        let mut w = Scenario::new(until_2026(), AfterOpening::Within(Period::Days(7)));
+        let id = w.id();
+        w.step(
+            PRODUCER,
+            at("2024-01-20", 10),
+            ship(id, LAB, "A-0001"),
+            Ok(()),
+        );
+        w.step(
+            LAB,
+            at("2024-01-25", 10),
+            receive(id, PRODUCER, "A-0001"),
+            Ok(()),
+        );
+        w.step(LAB, at("2024-02-01", 10), open(id, "A-0001"), Ok(()));
+        w.step(LAB, at("2024-02-08", 23), use_unit(id, "A-0001"), Ok(()));
+        w.step(
+            LAB,
+            at("2024-02-09", 0),
+            use_unit(id, "A-0001"),
+            Err("after-opening-expired"),
+        );
+        fired.extend(w.fired.iter().copied());
+
+        // Validity counted from dispatch, per unit.
+        let mut p = Scenario::new(
+            Validity::AfterDispatch(Period::Days(30)),
+            AfterOpening::UntilExpiry,
+        );
+        let id = p.id();
+        p.step(
+            PRODUCER,
+            at("2024-02-01", 10),
+            ship(id, LAB, "A-0001"),
+            Ok(()),
+        );
+        p.step(
+            PRODUCER,
+            at("2024-02-20", 10),
+            ship(id, LAB, "A-0002"),
+            Ok(()),
+        );
+        p.step(
+            LAB,
+            at("2024-02-25", 10),
+            receive(id, PRODUCER, "A-0001..A-0002"),
+            Ok(()),
+        );
+        p.step(LAB, at("2024-02-26", 10), open(id, "A-0001"), Ok(()));
+        p.step(LAB, at("2024-02-26", 10), open(id, "A-0002"), Ok(()));
+        p.step(LAB, at("2024-03-02", 23), use_unit(id, "A-0001"), Ok(()));
+        p.step(
+            LAB,
+            at("2024-03-03", 0),
+            use_unit(id, "A-0001"),
+            Err("unit-expired"),
+        );
+        p.step(LAB, at("2024-03-03", 0), use_unit(id, "A-0002"), Ok(()));
+        let current = &p.state.current().certificate;
+        assert_eq!(expiry_unix_ms(current, OFF), None);
+        assert_eq!(
+            p.unit("A-0001").expiry_unix_ms(current, OFF),
+            Some(at("2024-03-03", 0))
+        );
+        assert_eq!(p.unit("A-0003").expiry_unix_ms(current, OFF), None);
+        assert_eq!(p.state.status_at(at("2030-01-01", 0), OFF), Status::Valid);
+        fired.extend(p.fired.iter().copied());
+
+        let all: BTreeSet<&str> = RuleError::rules().iter().copied().collect();
+        let missing: Vec<_> = all.difference(&fired).collect();
+        assert!(missing.is_empty(), "rules never exercised: {missing:?}");
+        assert_eq!(all.len(), RuleError::rules().len(), "rule ids are unique");
+        for info in rules() {
+            let kebab = |c: char| c.is_ascii_lowercase() || c == '-';
+            assert!(info.id.chars().all(kebab), "{}", info.id);
+        }
+    }
+
+    #[test]
+    fn status_over_time() {
+        // Until: valid through the expiry date in the federation's offset.
+        let s = Scenario::new(until_2026(), AfterOpening::NotStated);
+        assert_eq!(s.state.status_at(at("2026-12-31", 23), OFF), Status::Valid);
+        assert_eq!(s.state.status_at(at("2027-01-01", 0), OFF), Status::Expired);
+        assert_eq!(
+            s.state.status_at(at("2027-01-01", 0) - 1, OFF),
+            Status::Valid
+        );
+        // Characterized 2023-12-01 + 2 years: valid through 2025-12-01.
+        let c = Scenario::new(
+            Validity::FromCharacterization(Period::Years(2)),
+            AfterOpening::NotStated,
+        );
+        assert_eq!(c.state.status_at(at("2025-12-01", 23), OFF), Status::Valid);
+        assert_eq!(c.state.status_at(at("2025-12-02", 0), OFF), Status::Expired);
+        assert_eq!(
+            c.state.current().expiry_unix_ms(OFF),
+            Some(at("2025-12-02", 0))
+        );
+        let r = Scenario::new(Validity::UntilRevoked, AfterOpening::NotStated);
+        assert_eq!(r.state.status_at(at("2099-01-01", 0), OFF), Status::Valid);
+
+        // Suspension, reinstatement, recall, supersession, withdrawal: each from its time on.
+        let mut s = Scenario::new(until_2026(), AfterOpening::NotStated);
+        let id = s.id();
+        let t = |n: u32| at(&format!("2024-05-{n:02}"), 10);
+        s.fact(INSTITUTE, t(1), Record::Suspended(status(id, "review")));
+        s.fact(INSTITUTE, t(3), Record::Reinstated(status(id, "cleared")));
+        s.fact(
+            INSTITUTE,
+            t(5),
+            Record::Suspended(status(id, "review again")),
+        );
+        let mut next = certificate(until_2026(), AfterOpening::NotStated);
+        next.batch = "b".into();
+        next.supersedes = Some(id);
+        s.fact(PRODUCER, t(7), Record::BatchRegistered(next));
+        s.fact(
+            INSTITUTE,
+            t(9),
+            Record::Recalled(status(id, "contamination")),
+        );
+        s.fact(PRODUCER, t(11), Record::Withdrawn(status(id, "withdrawn")));
+        let expected = [
+            (t(1) - 1, Status::Valid),
+            (t(1), Status::Suspended),
+            (t(2), Status::Suspended),
+            (t(3), Status::Valid),
+            (t(4), Status::Valid),
+            (t(6), Status::Suspended),
+            (t(8), Status::Superseded),
+            (t(10), Status::Recalled),
+            (t(12), Status::Withdrawn),
+            (at("2030-01-01", 0), Status::Withdrawn),
+        ];
+        for (time, status) in expected {
+            assert_eq!(s.state.status_at(time, OFF), status, "at {time}");
+        }
+        assert_eq!(s.state.suspensions.len(), 2);
+        assert!(s.state.suspended.is_some());
+        assert!(
+            s.state.timeline.iter().all(|t| t.anomaly.is_none()),
+            "{:#?}",
+            s.state.timeline
+        );
+        assert_eq!(Status::Superseded.to_string(), "superseded");
+        assert_eq!(serde_json::to_value(Status::Recalled).unwrap(), "recalled");
+    }
+
+    #[test]
+    fn revisions_are_kept_and_dated() {
+        let mut s = Scenario::new(Validity::Until(date("2025-06-30")), AfterOpening::NotStated);
+        let id = s.id();
+        let mut extended =
+            certificate(Validity::Until(date("2027-06-30")), AfterOpening::NotStated);
+        extended.values[0].value = d("0.22");
+        s.step(
+            PRODUCER,
+            at("2025-08-01", 9),
+            revise(id, 2, extended),
+            Ok(()),
+        );
+        assert_eq!(s.state.revisions.len(), 2);
+        assert_eq!(s.state.current().number, 2);
+        let first = s.state.revision(1).unwrap();
+        assert_eq!(
+            first.certificate.validity,
+            Validity::Until(date("2025-06-30"))
+        );
+        assert_eq!(first.certificate.value("Cd").unwrap().value, d("0.21"));
+        // Before the revision the old validity applies: expired in July 2025.
+        assert_eq!(s.state.status_at(at("2025-07-15", 0), OFF), Status::Expired);
+        assert_eq!(s.state.status_at(at("2025-08-02", 0), OFF), Status::Valid);
+        assert_eq!(s.state.revision_at(at("2025-07-15", 0)).number, 1);
+        // A verification names its revision and is compared with that one's value.
+        s.step(
+            INSTITUTE,
+            at("2025-08-03", 9),
+            verify(id, 1, "Cd", "0.23", Unit::MgPerKg, Some(Verdict::Pass)),
+            Ok(()),
+        );
+        s.step(
+            INSTITUTE,
+            at("2025-08-03", 9),
+            verify(id, 2, "Cd", "0.26", Unit::MgPerKg, Some(Verdict::Pass)),
+            Err("verdict-disagrees"),
+        );
+        // The producer's revision 2 cannot be repeated; revision 3 follows.
+        let again = certificate(Validity::Until(date("2028-06-30")), AfterOpening::NotStated);
+        s.step(
+            PRODUCER,
+            at("2025-09-01", 9),
+            revise(id, 2, again.clone()),
+            Err("revision-out-of-order"),
+        );
+        s.step(PRODUCER, at("2025-09-01", 9), revise(id, 3, again), Ok(()));
+    }
+
+    #[test]
+    fn replicated_facts_are_recorded_not_refused() {
+        let mut s = Scenario::new(until_2026(), AfterOpening::SingleUse);
+        let id = s.id();
+        // A use of a serial the batch never produced: on the timeline, no unit created.
+        s.fact(LAB, at("2024-02-01", 9), use_unit(id, "A-0099"));
+        let last = s.state.timeline.last().unwrap();
+        assert_eq!(last.kind, RecordKind::Used);
+        assert!(
+            last.anomaly
+                .as_deref()
+                .unwrap()
+                .starts_with("unit-not-produced")
+        );
+        assert_eq!(s.state.units.len(), 10);
+        assert!(s.state.unit("A-0099").is_none());
+        // Another member cannot revise the certificate or take a unit through a fact.
+        let mut changed = certificate(until_2026(), AfterOpening::SingleUse);
+        changed.values[0].value = d("9.99");
+        s.fact(LAB, at("2024-02-02", 9), revise(id, 2, changed));
+        assert_eq!(s.state.revisions.len(), 1);
+        s.fact(PRODUCER, at("2024-02-03", 9), ship(id, LAB, "A-0001"));
+        s.fact(LAB2, at("2024-02-04", 9), receive(id, PRODUCER, "A-0001"));
+        assert_eq!(s.unit("A-0001").stage, UnitStage::Shipped);
+        s.fact(LAB, at("2024-02-05", 9), receive(id, PRODUCER, "A-0001"));
+        // A use without an Opened entry opens the unit implicitly; a second use of a
+        // single-use unit is still a fact, flagged for the audit.
+        s.fact(LAB, at("2024-02-06", 9), use_unit(id, "A-0001"));
+        s.fact(LAB, at("2024-02-07", 9), use_unit(id, "A-0001"));
+        let unit = s.unit("A-0001");
+        assert_eq!((unit.stage, unit.uses), (UnitStage::Opened, 2));
+        assert_eq!(unit.opened_at, Some(at("2024-02-06", 9)));
+        let anomalies: Vec<&str> = s
+            .state
+            .timeline
+            .iter()
+            .filter_map(|t| t.anomaly.as_deref())
+            .map(|a| a.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            anomalies,
+            [
+                "unit-not-produced",
+                "not-the-producer",
+                "unit-shipped-elsewhere",
+                "unit-not-opened",
+                "single-use-spent"
+            ]
+        );
+        // A verification whose stated verdict the rules contradict is kept, with a note.
+        s.fact(
+            INSTITUTE,
+            at("2024-02-08", 9),
+            verify(id, 1, "Cd", "0.26", Unit::MgPerKg, Some(Verdict::Pass)),
+        );
+        let v = s.state.verifications.last().unwrap();
+        assert_eq!(v.rule_verdict, Some(Verdict::Fail));
+        assert!(v.note.as_deref().unwrap().contains("differs"));
+        // Entries about other certificates and the registration itself change nothing.
+        let before = s.state.timeline.len();
+        let registration = s.world.entry(
+            PRODUCER,
+            0,
+            Record::Anchor(Anchor {
+                root: crate::ids::TreeHash([0; 32]),
+                size: 1,
+                chain: org(PRODUCER),
+            }),
+        );
+        s.state.apply(&registration, OFF);
+        assert_eq!(s.state.timeline.len(), before + 1);
+    }
+
+    #[test]
+    fn large_batches_are_tracked_lazily() {
+        let mut world = World::new();
+        let mut big = certificate(until_2026(), AfterOpening::NotStated);
+        big.units = serials("B000000000001..B999999999999");
+        let entry = world.entry(PRODUCER, at("2024-01-15", 9), Record::BatchRegistered(big));
+        let mut state = CertificateState::register(&entry).unwrap();
+        assert!(state.units.is_empty());
+        let id = state.id;
+        assert_eq!(
+            state.unit("B000000000007").unwrap().stage,
+            UnitStage::Produced
+        );
+        let shipped = world.entry(
+            PRODUCER,
+            at("2024-02-01", 9),
+            ship(id, LAB, "B000000000007"),
+        );
+        state
+            .check(&org(PRODUCER), at("2024-02-01", 9), shipped.record(), OFF)
+            .unwrap();
+        state.apply(&shipped, OFF);
+        assert_eq!(state.units.len(), 1);
+        assert_eq!(
+            state.unit("B000000000007").unwrap().stage,
+            UnitStage::Shipped
+        );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Property: random histories never panic, and accepted writes keep the unit invariants.
+
+    const ORGS: [&str; 4] = [PRODUCER, LAB, LAB2, INSTITUTE];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Ship(usize, u8, u8),
+        Receive(usize, u8, u8),
+        Open(u8),
+        Use(u8),
+        Dispose(u8, u8),
+        Suspend,
+        Reinstate,
+        Recall,
+        Withdraw,
+        Revise(u32),
+        Verify(u8),
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let serial = 1u8..=8;
+        prop_oneof![
+            4 => (0..4usize, serial.clone(), 0u8..3).prop_map(|(o, a, n)| Op::Ship(o, a, n)),
+            4 => (0..4usize, serial.clone(), 0u8..3).prop_map(|(o, a, n)| Op::Receive(o, a, n)),
+            4 => serial.clone().prop_map(Op::Open),
+            6 => serial.clone().prop_map(Op::Use),
+            2 => (serial, 0u8..2).prop_map(|(a, n)| Op::Dispose(a, n)),
+            1 => Just(Op::Suspend),
+            1 => Just(Op::Reinstate),
+            1 => Just(Op::Recall),
+            1 => Just(Op::Withdraw),
+            1 => (1u32..4).prop_map(Op::Revise),
+            1 => (0u8..40).prop_map(Op::Verify),
+        ]
+    }
+
+    fn range(a: u8, n: u8) -> String {
+        if n == 0 {
+            format!("A-{a:04}")
+        } else {
+            format!("A-{a:04}..A-{:04}", u32::from(a) + u32::from(n))
+        }
+    }
+
+    fn op_record(op: &Op, id: CertificateId) -> Record {
+        match *op {
+            Op::Ship(to, a, n) => ship(id, ORGS[to], &range(a, n)),
+            Op::Receive(from, a, n) => receive(id, ORGS[from], &range(a, n)),
+            Op::Open(a) => open(id, &range(a, 0)),
+            Op::Use(a) => use_unit(id, &range(a, 0)),
+            Op::Dispose(a, n) => dispose(id, &range(a, n)),
+            Op::Suspend => Record::Suspended(status(id, "r")),
+            Op::Reinstate => Record::Reinstated(status(id, "r")),
+            Op::Recall => Record::Recalled(status(id, "r")),
+            Op::Withdraw => Record::Withdrawn(status(id, "r")),
+            Op::Revise(n) => revise(id, n, certificate(until_2026(), AfterOpening::SingleUse)),
+            Op::Verify(x) => verify(
+                id,
+                1,
+                "Cd",
+                &format!("0.{:02}", 10 + x),
+                Unit::MgPerKg,
+                None,
+            ),
+        }
+    }
+
+    fn unit_invariants(state: &CertificateState, single_use: bool) {
+        for u in state.units.values() {
+            let ctx = format!("{u:?}");
+            if u.uses > 0 {
+                assert!(
+                    u.opened_at.is_some() && u.stage >= UnitStage::Opened,
+                    "{ctx}"
+                );
+            }
+            if single_use {
+                assert!(u.uses <= 1, "{ctx}");
+            }
+            if u.opened_at.is_some() {
+                assert!(u.received_at.is_some(), "{ctx}");
+            }
+            if u.received_at.is_some() {
+                assert!(u.shipped_at.is_some(), "{ctx}");
+                assert_eq!(u.received_by, u.shipped_to, "{ctx}");
+                assert_eq!(Some(&u.holder), u.received_by.as_ref(), "{ctx}");
+            } else {
+                assert_eq!(u.holder, state.producer, "{ctx}");
+            }
+            assert_eq!(
+                u.stage == UnitStage::Disposed,
+                u.disposed_at.is_some(),
+                "{ctx}"
+            );
+            match u.stage {
+                UnitStage::Produced => assert!(u.shipped_at.is_none(), "{ctx}"),
+                UnitStage::Shipped => {
+                    assert!(u.shipped_at.is_some() && u.received_at.is_none(), "{ctx}")
+                }
+                UnitStage::Received => {
+                    assert!(u.received_at.is_some() && u.opened_at.is_none(), "{ctx}")
+                }
+                UnitStage::Opened => assert!(u.opened_at.is_some(), "{ctx}"),
+                UnitStage::Disposed => {}
+            }
+            let times = [u.shipped_at, u.received_at, u.opened_at, u.last_used_at];
+            let known: Vec<u64> = times.iter().flatten().copied().collect();
+            assert!(known.windows(2).all(|w| w[0] <= w[1]), "{ctx}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn random_histories(
+            ops in prop::collection::vec((arb_op(), 0usize..4, 0u64..3 * 24 * 60), 1..40),
+            policy in 0u8..3,
+        ) {
+            let after_opening = match policy {
+                0 => AfterOpening::SingleUse,
+                1 => AfterOpening::Within(Period::Days(1)),
+                _ => AfterOpening::UntilExpiry,
+            };
+            let mut world = World::new();
+            let mut cert = certificate(until_2026(), after_opening.clone());
+            cert.units = serials("A-0001..A-0006");
+            let registration = world.entry(PRODUCER, at("2024-01-15", 9), Record::BatchRegistered(cert));
+            let mut strict = CertificateState::register(&registration).unwrap();
+            let mut lenient = strict.clone();
+            let id = strict.id;
+            let mut time = at("2024-01-16", 9);
+            for (i, (op, actor, minutes)) in ops.iter().enumerate() {
+                time += minutes * 60_000;
+                let record = op_record(op, id);
+                let entry = world.entry(ORGS[*actor], time, record);
+                lenient.apply(&entry, OFF);
+                prop_assert_eq!(lenient.timeline.len(), i + 2);
+                unit_invariants(&lenient, false);
+                if strict.check(entry.chain(), time, entry.record(), OFF).is_ok() {
+                    strict.apply(&entry, OFF);
+                    prop_assert_eq!(strict.timeline.last().unwrap().anomaly.as_deref(), None);
+                    unit_invariants(&strict, after_opening == AfterOpening::SingleUse);
+                }
+            }
+        }
+    }
 }
