@@ -21,7 +21,7 @@ pub const INCONCLUSIVE_RATIO: f64 = 3.0;
 /// The common coverage factor both sides are re-expanded with for En.
 pub const EN_COVERAGE_FACTOR: f64 = 2.0;
 
-/// Slack on `|En| ≤ 1`: the inputs are exact decimals but the score is computed in `f64`, so a
+/// Slack on `|En| ≤ 1` and on the inconclusive ratio: the inputs are exact decimals but the score is computed in `f64`, so a
 /// result exactly on the boundary in decimal arithmetic may come out a few ulps above 1.
 const EN_TOLERANCE: f64 = 1e-9;
 
@@ -104,7 +104,8 @@ pub fn compare(
 
     let verdict = (reference.kind == ValueKind::Certified).then(|| {
         let (lab_u2, ref_u2) = (EN_COVERAGE_FACTOR * u_lab, EN_COVERAGE_FACTOR * u_ref);
-        if lab_u2 > INCONCLUSIVE_RATIO * ref_u2 {
+        // The same f64 slack as for En, so that exactly 3 × U_ref (in decimals) still decides.
+        if lab_u2 > INCONCLUSIVE_RATIO * ref_u2 * (1.0 + EN_TOLERANCE) {
             Verdict::Inconclusive
         } else if en.abs() <= 1.0 + EN_TOLERANCE {
             Verdict::Pass
