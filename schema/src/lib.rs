@@ -8,7 +8,8 @@
 //! records on a chain) → [`chain`] (links, gaps, forks) and [`merkle`] (RFC 9162 trees) →
 //! [`checkpoint`] (signed tree heads, receipts) → [`federation`] (genesis, membership,
 //! authorisation). The domain: [`records`] and its value types ([`decimal`], [`units`],
-//! [`serial`], [`date`], [`rmcode`]).
+//! [`serial`], [`date`], [`rmcode`]); the fold of a certificate's life and its rules
+//! ([`lifecycle`]) and the comparison of a measurement with a certified value ([`verification`]).
 
 pub mod bundle;
 pub mod cbor;
@@ -20,6 +21,7 @@ pub mod decimal;
 pub mod entry;
 pub mod federation;
 pub mod ids;
+pub mod lifecycle;
 pub mod merkle;
 pub mod records;
 pub mod rmcode;
@@ -27,3 +29,4 @@ pub mod serial;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod units;
+pub mod verification;
