@@ -211,6 +211,21 @@ fn chain_edges() {
         validate_chain(FED, &chain, &[entries[0].clone(), other[0].clone()]),
         Err(ChainError::WrongChain { .. })
     ));
+    // An entry of another federation repeating an earlier seq is not skipped as a repeat.
+    let mut p = entries[0].payload().clone();
+    p.federation = FederationId([0x43; 32]);
+    let foreign = sign(&key, p);
+    assert_eq!(
+        validate_chain(
+            FED,
+            &chain,
+            &[entries[0].clone(), entries[1].clone(), foreign]
+        ),
+        Err(ChainError::WrongFederation {
+            expected: FED,
+            found: FederationId([0x43; 32])
+        })
+    );
     // The future bound.
     let tip = ChainTip::new(FED, chain.clone());
     assert_eq!(tip.check_next(&entries[0], Some(T0)), Ok(()));
@@ -285,6 +300,60 @@ fn genesis_round_trip_and_id_stability() {
         Genesis::decode(&bad).unwrap_err(),
         FederationError::Signature(CoseError::BadSignature)
     );
+}
+
+/// A genesis signed as `Genesis::create` would, without its checks.
+fn unchecked_genesis(body: &GenesisBody, vds: Option<u64>) -> Vec<u8> {
+    let key = registrar_key();
+    let header = rmledger_schema::cose::ProtectedHeader {
+        content_type: rmledger_schema::cose::content_type::GENESIS.into(),
+        kid: kid(&key),
+        issuer: body.registrar.org.as_str().into(),
+        issued_at_s: body.time_unix_ms / 1000,
+        vds,
+    };
+    let payload = rmledger_schema::cbor::to_canonical(body).unwrap();
+    rmledger_schema::cose::sign(&key, &header, &payload)
+}
+
+#[test]
+fn genesis_refuses_registrar_keys_membership_could_not_enrol() {
+    // Before the fix these decoded, and Membership::new then panicked enrolling them.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    for extra in [
+        PublicKey(identity),
+        PublicKey(not_a_point()),
+        public_key(&registrar_key()),
+    ] {
+        let mut body = genesis_body();
+        body.registrar.keys.push(extra);
+        assert!(matches!(
+            Genesis::create(&registrar_key(), body.clone()),
+            Err(FederationError::Genesis(_))
+        ));
+        assert!(matches!(
+            Genesis::decode(&unchecked_genesis(&body, None)),
+            Err(FederationError::Genesis(_))
+        ));
+    }
+    // A second good key is fine, and both are enrolled.
+    let mut body = genesis_body();
+    body.registrar.keys.push(public_key(&key(12)));
+    let genesis = Genesis::decode(&unchecked_genesis(&body, None)).unwrap();
+    let m = Membership::new(&genesis);
+    assert_eq!(m.member(&org("samr-reg")).unwrap().keys.len(), 2);
+    // The hand-built genesis is byte for byte what create writes; with vds it is refused.
+    assert_eq!(
+        unchecked_genesis(&genesis_body(), None),
+        Genesis::create(&registrar_key(), genesis_body())
+            .unwrap()
+            .bytes()
+    );
+    assert!(matches!(
+        Genesis::decode(&unchecked_genesis(&genesis_body(), Some(1))),
+        Err(FederationError::Genesis(_))
+    ));
 }
 
 struct World {

@@ -371,6 +371,14 @@ fn strictness_table() {
         Err(EntryError::Cose(CoseError::SignatureLength(63)))
     );
 
+    // vds (395) in an entry's protected header: only checkpoints carry it.
+    let mut h = header(&base, &key);
+    h.vds = Some(cose::VDS_RFC9162_SHA256);
+    assert!(matches!(
+        decode(&seal(&key, &h, &[0xa0], &map(&fields(&base)))),
+        Err(EntryError::Cose(CoseError::Header(_)))
+    ));
+
     // The baseline itself is fine.
     assert_eq!(decode(&good), Ok(()));
 }
