@@ -780,10 +780,10 @@ impl Certificate {
             text(&format!("attachments[{i}].name"), &a.name, true)?;
             text(&format!("attachments[{i}].media_type"), &a.media_type, true)?;
         }
-        if let Some(characterized) = &self.characterization_date {
-            if *characterized > self.issue_date {
-                return fail("characterization_date", "is after the issue date");
-            }
+        if let Some(characterized) = &self.characterization_date
+            && *characterized > self.issue_date
+        {
+            return fail("characterization_date", "is after the issue date");
         }
         match &self.validity {
             Validity::Until(date) if *date <= self.issue_date => {
