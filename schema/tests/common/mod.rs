@@ -571,7 +571,7 @@ pub fn payload() -> impl Strategy<Value = Payload> {
 // ---------------------------------------------------------------------------------------------
 // Fixed samples.
 
-/// A realistic certificate for a batch of a soil CRM, about 1 KB of CBOR.
+/// A realistic certificate for a batch of a soil CRM: a 1.6 KB payload, a 1.7 KB entry.
 pub fn sample_certificate() -> Certificate {
     let d = |s: &str| Decimal::parse(s).unwrap();
     let value = |q: &str, v: &str, u: &str| PropertyValue {
