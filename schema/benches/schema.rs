@@ -1,1 +1,111 @@
-fn main() {}
+//! The costs on the hot path of a node: signing and checking one realistic entry (a
+//! `BatchRegistered` certificate: 1.6 KB payload, 1.7 KB entry), and the pieces it is made of.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ed25519_dalek::Signer;
+
+use rmledger_schema::cbor;
+use rmledger_schema::cose;
+use rmledger_schema::entry::{self, Entry};
+use rmledger_schema::federation::{Genesis, GenesisBody, Membership};
+use rmledger_schema::ids::EntryId;
+use rmledger_schema::records::{Enrol, Record, Role};
+
+fn bench(c: &mut Criterion) {
+    let registrar = common::key(10);
+    let producer = common::key(20);
+    let genesis = Genesis::create(
+        &registrar,
+        GenesisBody {
+            version: 1,
+            name: "Bench federation".into(),
+            time_unix_ms: 1_700_000_000_000,
+            registrar: Enrol {
+                org: common::org("samr-reg"),
+                keys: vec![common::public_key(&registrar)],
+                name: "Registrar".into(),
+                roles: vec![Role::Registrar],
+            },
+            utc_offset_minutes: 480,
+        },
+    )
+    .unwrap();
+    let mut membership = Membership::new(&genesis);
+    let enrol = common::sign(
+        &registrar,
+        rmledger_schema::entry::Payload {
+            version: 1,
+            operator: "registrar".into(),
+            federation: genesis.id(),
+            record: Record::Enrol(Enrol {
+                org: common::org("acme-rm"),
+                keys: vec![common::public_key(&producer)],
+                name: "ACME".into(),
+                roles: vec![Role::Producer],
+            }),
+            seq: 0,
+            prev: None,
+            time_unix_ms: 1_700_000_001_000,
+            chain: common::org("samr-reg"),
+        },
+    );
+    membership.apply(&enrol).unwrap();
+
+    let payload = common::sample_payload(genesis.id());
+    let entry = Entry::sign(&producer, payload.clone()).unwrap();
+    let bytes = entry.bytes().to_vec();
+    let payload_bytes = cbor::to_canonical(&payload).unwrap();
+    membership.verify_entry(&entry).unwrap();
+    eprintln!(
+        "entry: {} bytes (payload {} bytes)",
+        bytes.len(),
+        payload_bytes.len()
+    );
+
+    let mut g = c.benchmark_group("entry");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("sign", |b| {
+        b.iter(|| Entry::sign(&producer, black_box(payload.clone())).unwrap())
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| Entry::decode(black_box(&bytes)).unwrap())
+    });
+    g.bench_function("verify_entry (decode + authorise + verify_strict)", |b| {
+        b.iter(|| {
+            let entry = Entry::decode(black_box(&bytes)).unwrap();
+            membership.verify_entry(&entry).unwrap()
+        })
+    });
+    g.bench_function("cbor::to_canonical(payload)", |b| {
+        b.iter(|| cbor::to_canonical(black_box(&payload)).unwrap())
+    });
+    g.bench_function("leaf_hash", |b| {
+        b.iter(|| entry::leaf_hash(black_box(&bytes)))
+    });
+    g.bench_function("EntryId::of", |b| b.iter(|| EntryId::of(black_box(&bytes))));
+    g.finish();
+
+    // Raw Ed25519 over a message of the same size as the Sig_structure we sign.
+    let sign1 =
+        cose::Sign1::parse(&bytes, entry::MAX_ENTRY_BYTES, cose::content_type::ENTRY).unwrap();
+    let message = cose::sig_structure(sign1.protected, sign1.payload);
+    let signature = producer.sign(&message);
+    let vk = producer.verifying_key();
+    let mut g = c.benchmark_group("ed25519");
+    g.throughput(Throughput::Bytes(message.len() as u64));
+    g.bench_function("sign (raw)", |b| {
+        b.iter(|| producer.sign(black_box(&message)))
+    });
+    g.bench_function("verify_strict (raw)", |b| {
+        b.iter(|| vk.verify_strict(black_box(&message), &signature).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -165,7 +165,12 @@ pub fn validate_chain(
     let mut tip = ChainTip::new(federation, chain.clone());
     let mut accepted: Vec<&Entry> = Vec::with_capacity(entries.len());
     for entry in entries {
-        if entry.seq() < tip.size && entry.chain() == chain {
+        // Only an entry of this chain and federation can repeat or fork an earlier position;
+        // anything else goes on to `check_next`, which names what is wrong with it.
+        if entry.seq() < tip.size
+            && entry.chain() == chain
+            && entry.payload().federation == federation
+        {
             let earlier = accepted[entry.seq() as usize];
             if let Some(fork) = Fork::between(earlier, entry) {
                 return Err(ChainError::Fork(Box::new(fork)));

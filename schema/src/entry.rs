@@ -189,6 +189,12 @@ pub fn leaf_hash(entry_bytes: &[u8]) -> TreeHash {
 }
 
 fn check_payload(payload: &Payload, header: &ProtectedHeader) -> Result<(), EntryError> {
+    // `vds` belongs to checkpoints; allowing it here would give one entry two encodings.
+    if header.vds.is_some() {
+        return Err(EntryError::Cose(CoseError::Header(
+            "vds (395) is only for checkpoints".into(),
+        )));
+    }
     if payload.version != VERSION {
         return Err(EntryError::Version(payload.version));
     }

@@ -130,6 +130,11 @@ impl Genesis {
     pub fn decode(bytes: &[u8]) -> Result<Self, FederationError> {
         let sign1 = Sign1::parse(bytes, MAX_GENESIS_BYTES, cose::content_type::GENESIS)?;
         sign1.require_empty_unprotected()?;
+        if sign1.header.vds.is_some() {
+            return Err(FederationError::Genesis(
+                "vds (395) is only for checkpoints",
+            ));
+        }
         let body: GenesisBody = cbor::from_canonical(sign1.payload, MAX_GENESIS_BYTES)
             .map_err(FederationError::Payload)?;
         check_genesis_body(&body)?;
@@ -183,6 +188,17 @@ fn check_genesis_body(body: &GenesisBody) -> Result<(), FederationError> {
     }
     if body.registrar.keys.is_empty() {
         return Err(FederationError::Genesis("the registrar needs a key"));
+    }
+    // Every key, not only the signing one: Membership::new enrols them all and must not fail.
+    for (i, key) in body.registrar.keys.iter().enumerate() {
+        if verifying_key(key).is_err() {
+            return Err(FederationError::Genesis(
+                "registrar keys must be valid, non-weak Ed25519 keys",
+            ));
+        }
+        if body.registrar.keys[..i].contains(key) {
+            return Err(FederationError::Genesis("registrar keys must be distinct"));
+        }
     }
     if !(-14 * 60..=14 * 60).contains(&body.utc_offset_minutes) {
         return Err(FederationError::Genesis(
