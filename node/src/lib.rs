@@ -1,0 +1,3 @@
+//! `rmledger-node` as a library: the daemon's modules, usable from tests, benches and tools.
+
+pub mod storage;
