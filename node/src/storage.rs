@@ -576,10 +576,10 @@ fn intact_frame_after(path: &Path, from: u64) -> Result<Option<u64>, StorageErro
             continue;
         };
         let body = start + FRAME_HEADER;
-        if let Some(bytes) = rest.get(body..body + len) {
-            if *blake3::hash(bytes).as_bytes() == hash {
-                return Ok(Some(from + start as u64));
-            }
+        if let Some(bytes) = rest.get(body..body + len)
+            && *blake3::hash(bytes).as_bytes() == hash
+        {
+            return Ok(Some(from + start as u64));
         }
     }
     Ok(None)
@@ -821,6 +821,9 @@ pub struct Recovery {
     pub truncated: u64,
 }
 
+/// The chains and the log position after a replay.
+type Replayed = (HashMap<OrgId, ChainMeta>, (u32, u64));
+
 /// State of an open in progress.
 struct Opening {
     dir: PathBuf,
@@ -835,7 +838,7 @@ impl Opening {
         index: &sled::Tree,
         chains: HashMap<OrgId, ChainMeta>,
         start: (u32, u64),
-    ) -> Result<(HashMap<OrgId, ChainMeta>, (u32, u64)), StorageError> {
+    ) -> Result<Replayed, StorageError> {
         let mut indexer = Indexer::new(index, chains);
         let mut at = start;
         for segment in start.0..self.count {
@@ -976,12 +979,11 @@ impl Store {
         let (db, chains, end) = match attempt {
             Some(a) => a,
             None => {
-                opening.recovery = Recovery {
-                    rebuilt: true,
-                    ..opening.recovery
-                };
+                // Keep `truncated` from a failed resume; count the replay afresh.
+                opening.recovery.rebuilt = true;
                 opening.recovery.replayed = 0;
-                Self::rebuild(&mut opening, &index_dir, &options)?
+                let (db, (chains, end)) = Self::rebuild(&mut opening, &index_dir, &options)?;
+                (db, chains, end)
             }
         };
         let mut files = Vec::with_capacity(count as usize);
@@ -1011,12 +1013,11 @@ impl Store {
     }
 
     /// Replays from the index's `applied` mark, or `None` when the index must be rebuilt.
-    #[allow(clippy::type_complexity)]
     fn resume(
         opening: &mut Opening,
         db: &sled::Db,
         lens: &[u64],
-    ) -> Result<Option<(HashMap<OrgId, ChainMeta>, (u32, u64))>, StorageError> {
+    ) -> Result<Option<Replayed>, StorageError> {
         let index = db.open_tree("index")?;
         if index.get(KEY_VERSION)?.as_deref() != Some(&[INDEX_VERSION][..]) {
             return Ok(None);
@@ -1036,12 +1037,11 @@ impl Store {
     }
 
     /// Deletes the index directory and rebuilds it from segment 0.
-    #[allow(clippy::type_complexity)]
     fn rebuild(
         opening: &mut Opening,
         index_dir: &Path,
         options: &StoreOptions,
-    ) -> Result<(sled::Db, HashMap<OrgId, ChainMeta>, (u32, u64)), StorageError> {
+    ) -> Result<(sled::Db, Replayed), StorageError> {
         if index_dir.exists() {
             fs::remove_dir_all(index_dir).map_err(io_err(index_dir))?;
         }
@@ -1049,8 +1049,8 @@ impl Store {
             .map_err(|e| StorageError::Inconsistent(format!("cannot create a fresh index: {e}")))?;
         let index = db.open_tree("index")?;
         index.insert(KEY_VERSION, &[INDEX_VERSION][..])?;
-        let (chains, end) = opening.replay(&index, HashMap::new(), (0, 0))?;
-        Ok((db, chains, end))
+        let replayed = opening.replay(&index, HashMap::new(), (0, 0))?;
+        Ok((db, replayed))
     }
 
     /// Deletes the index of the store in `dir` and rebuilds it from the segments.
