@@ -1,0 +1,1491 @@
+//! Durable storage: the only module that knows about files and sled.
+//!
+//! # The truth: append-only segment files
+//!
+//! The chains' exact bytes live in `<dir>/segments/0000000000.seg`, `0000000001.seg`, …, rotated
+//! when the next batch would push a segment past [`StoreOptions::segment_size`] (a batch never
+//! straddles two segments; a batch larger than the limit gets a segment of its own). Each record
+//! is framed as
+//!
+//! ```text
+//! magic u8 (0xE1 entry | 0xC1 checkpoint) | u32 LE length | 32-byte BLAKE3 of the bytes | bytes
+//! ```
+//!
+//! [`Store::append`] writes a whole [`Batch`] with one positional write, `fdatasync`s the segment
+//! (and the `segments/` directory when it created a new segment), and only then updates the
+//! index. `append` returning `Ok` is the acknowledgement: the data has reached the disk.
+//!
+//! **Checkpoints are records in the same log** rather than a separate file written by
+//! temp-file → fsync → rename → directory fsync (as DESIGN §6 first sketched). One `fdatasync`
+//! then makes a commit's entries and the signed checkpoint over them durable together (one
+//! flush instead of four), a checkpoint can never name entries that a crash lost, and every
+//! checkpoint ever signed or received stays on disk as evidence (a later, inconsistent
+//! checkpoint from a peer is exactly what fork evidence needs).
+//!
+//! # The index: sled 0.34.7, derived and rebuildable
+//!
+//! sled's `flush` is `sync_file_range` on Linux (not power-loss durable) and 0.34.7 has open
+//! corruption reports, so sled holds nothing that cannot be recomputed from the segments. One
+//! tree (`index`), every update of one append in one atomic `apply_batch`, integers big-endian
+//! so byte order is numeric order, chain names terminated by `0x00` (an [`OrgId`] never contains
+//! it) so a chain's keys sort by `(chain, …)` and can be scanned by prefix:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `!version` | format version byte ([`INDEX_VERSION`]); another value means "rebuild" |
+//! | `!applied` | segment u32, offset u64: the log position the index covers |
+//! | `m chain 0` | size u64, head [`EntryId`] (the chain's meta) |
+//! | `p chain 0 seq` | segment u32, offset u64 (of the frame), length u32 |
+//! | `i id` | `chain 0 seq` |
+//! | `n chain 0 level u8 index u64` | 32-byte complete-subtree hash (RFC 9162) |
+//! | `k chain 0` | frame position and length, size u64, time u64 of the newest checkpoint |
+//! | `c cert` | `chain 0 seq` of the `BatchRegistered` entry |
+//! | `r code 0 batch 0 cert` | empty: certificates by catalogue code and batch |
+//! | `e cert chain 0 seq` | empty: every entry about a certificate, its registration included |
+//!
+//! The newest checkpoint of a chain is the one with the largest `(size, time)`; on a tie the
+//! later one in the log wins.
+//!
+//! # Opening and recovery
+//!
+//! [`Store::open`] opens sled (errors *and panics* from sled are caught). When it cannot be
+//! opened, its format version differs, its `applied` mark is missing or lies beyond the
+//! segments, or its chain metadata cannot be loaded, the index directory is deleted and rebuilt
+//! from segment 0; otherwise the log is replayed from `applied`. If a replay from `applied`
+//! fails, a full rebuild is tried before giving up, so a bad `applied` mark cannot fail the node.
+//! Replay checks every frame's hash, decodes entries with [`Entry::decode`] and checkpoints with
+//! [`Checkpoint::decode`], and checks chain continuity (`seq == size`, `prev == head`).
+//!
+//! A bad frame (bad magic, short header or body, length over the limit, hash mismatch) in the
+//! **last** segment with no intact frame anywhere after it is a torn write that was never
+//! acknowledged: the file is truncated there (with a `tracing::warn!`) and synced. A bad frame
+//! anywhere else — in an earlier segment, or followed by an intact frame — is
+//! [`StorageError::Corrupt`] naming the segment and offset, and the node refuses to start
+//! rather than silently drop acknowledged data. (Limitation: a power loss that persists the
+//! pages of one batch write out of order can leave an intact frame after a torn one; that is
+//! reported as corruption too, the conservative choice, and needs an operator's repair.)
+//!
+//! Frames before `applied` are not re-read at open; every read re-checks the frame's hash, and
+//! [`Store::scan`] reads them all (fsck, audit from a data directory).
+//!
+//! # Concurrency
+//!
+//! Appends are serialized (a writer mutex; the node has a single writer task anyway). Reads run
+//! concurrently with appends and with each other: they look up sled and `pread`
+//! ([`FileExt::read_exact_at`]) shared segment handles, and never wait on an fsync. The
+//! per-chain metadata with its Merkle frontier is kept in memory for O(log n) appends; its lock
+//! is held only to copy or publish it, never across I/O.
+//!
+//! After an I/O or sled failure inside `append`, the in-memory state may disagree with the disk,
+//! so the store refuses further appends ([`StorageError::Poisoned`]); a restart recovers from
+//! the segments.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use rmledger_schema::checkpoint::{Checkpoint, MAX_CHECKPOINT_BYTES};
+use rmledger_schema::entry::{Entry, MAX_ENTRY_BYTES};
+use rmledger_schema::ids::{CertificateId, EntryId, OrgId, TreeHash};
+use rmledger_schema::merkle::{self, Frontier, Hash, NodeSource, ProofError, Sha256};
+use rmledger_schema::records::Record;
+use rmledger_schema::rmcode::RmCode;
+
+/// Version of the index layout; an index with another version is rebuilt.
+pub const INDEX_VERSION: u8 = 1;
+/// Default segment rotation size: 64 MiB.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+/// Default sled page cache: 64 MiB (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+
+/// Frame magic of an entry record.
+pub const MAGIC_ENTRY: u8 = 0xE1;
+/// Frame magic of a checkpoint record.
+pub const MAGIC_CHECKPOINT: u8 = 0xC1;
+/// Frame header: magic, length, BLAKE3 hash.
+pub const FRAME_HEADER: usize = 1 + 4 + 32;
+
+/// Records indexed per sled batch while replaying the log.
+const REPLAY_CHUNK: usize = 4096;
+
+/// Value of keys that only need to exist.
+const EMPTY: &[u8] = &[];
+
+const KEY_VERSION: &[u8] = b"!version";
+const KEY_APPLIED: &[u8] = b"!applied";
+const P_META: u8 = b'm';
+const P_POS: u8 = b'p';
+const P_ID: u8 = b'i';
+const P_NODE: u8 = b'n';
+const P_CKPT: u8 = b'k';
+const P_CERT: u8 = b'c';
+const P_CODE: u8 = b'r';
+const P_EVENT: u8 = b'e';
+
+/// Everything that can go wrong in storage. Bad data on disk is an error, never a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A file system operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A segment frame is damaged (before the tail, or found by a read or a scan).
+    #[error("segment {segment} offset {offset}: {detail}")]
+    Corrupt {
+        segment: u32,
+        offset: u64,
+        detail: String,
+    },
+    /// The index database failed.
+    #[error("index database: {0}")]
+    Sled(#[from] sled::Error),
+    /// The data contradicts itself or the request (a chain gap, a broken link, an index
+    /// that points nowhere, unexpected files).
+    #[error("inconsistent storage: {0}")]
+    Inconsistent(String),
+    /// A proof or root was requested for sizes or indexes that do not exist.
+    #[error("proof request: {0}")]
+    Proof(ProofError<Infallible>),
+    /// An earlier append failed half-way; restart the node to recover from the segments.
+    #[error("storage refused the append: an earlier write failed; restart to recover")]
+    Poisoned,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Tunables of a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Start a new segment when a batch would make the current one larger than this.
+    pub segment_size: u64,
+    /// sled's page cache in bytes.
+    pub cache_capacity: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+/// What one [`Store::append`] makes durable together. Entries (of any chain, own or
+/// replicated) and checkpoints are validated by the caller; the store checks only chain
+/// continuity. Entries are written first, then checkpoints, each in the given order.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub entries: Vec<Entry>,
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// A chain as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    pub chain: OrgId,
+    pub size: u64,
+    pub head: Option<EntryId>,
+    pub root: TreeHash,
+}
+
+/// The kind of a segment record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordType {
+    Entry,
+    Checkpoint,
+}
+
+impl RecordType {
+    fn magic(self) -> u8 {
+        match self {
+            RecordType::Entry => MAGIC_ENTRY,
+            RecordType::Checkpoint => MAGIC_CHECKPOINT,
+        }
+    }
+
+    fn from_magic(magic: u8) -> Option<Self> {
+        match magic {
+            MAGIC_ENTRY => Some(RecordType::Entry),
+            MAGIC_CHECKPOINT => Some(RecordType::Checkpoint),
+            _ => None,
+        }
+    }
+
+    fn max_len(self) -> usize {
+        match self {
+            RecordType::Entry => MAX_ENTRY_BYTES,
+            RecordType::Checkpoint => MAX_CHECKPOINT_BYTES,
+        }
+    }
+}
+
+/// One record of the log, as [`Store::scan`] hands it out (hash already checked).
+#[derive(Debug, Clone, Copy)]
+pub struct ScannedRecord<'a> {
+    pub segment: u32,
+    /// Offset of the frame in its segment.
+    pub offset: u64,
+    pub kind: RecordType,
+    pub bytes: &'a [u8],
+}
+
+/// Where a frame is: segment, frame offset, length of the record bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pos {
+    segment: u32,
+    offset: u64,
+    len: u32,
+}
+
+impl Pos {
+    fn encode(self) -> [u8; 16] {
+        let mut v = [0u8; 16];
+        v[..4].copy_from_slice(&self.segment.to_be_bytes());
+        v[4..12].copy_from_slice(&self.offset.to_be_bytes());
+        v[12..].copy_from_slice(&self.len.to_be_bytes());
+        v
+    }
+
+    fn decode(v: &[u8]) -> Option<Self> {
+        Some(Self {
+            segment: u32::from_be_bytes(v.get(..4)?.try_into().ok()?),
+            offset: u64::from_be_bytes(v.get(4..12)?.try_into().ok()?),
+            len: u32::from_be_bytes(v.get(12..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// In-memory state of one chain.
+#[derive(Debug, Clone, Default)]
+struct ChainMeta {
+    head: Option<EntryId>,
+    frontier: Frontier,
+}
+
+impl ChainMeta {
+    fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+}
+
+/// The append position.
+#[derive(Debug)]
+struct Writer {
+    segment: u32,
+    offset: u64,
+}
+
+/// The node's durable store. `Send + Sync`: share it in an `Arc`.
+pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
+    db: sled::Db,
+    index: sled::Tree,
+    /// Segment handles for `pread`, by segment number.
+    segments: RwLock<Vec<Arc<File>>>,
+    writer: Mutex<Writer>,
+    chains: Mutex<HashMap<OrgId, ChainMeta>>,
+    poisoned: AtomicBool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys.
+
+fn chain_key(prefix: u8, chain: &OrgId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + chain.as_str().len() + 9 + 8);
+    k.push(prefix);
+    k.extend_from_slice(chain.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+fn pos_key(chain: &OrgId, seq: u64) -> Vec<u8> {
+    let mut k = chain_key(P_POS, chain);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn node_key(chain: &OrgId, level: u32, index: u64) -> Vec<u8> {
+    let mut k = chain_key(P_NODE, chain);
+    // Levels are < 64 (a tree has at most u64::MAX leaves).
+    k.push(level as u8);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn id_key(prefix: u8, id: &EntryId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(prefix);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// `chain 0 seq`: a position as a value or a key suffix.
+fn chain_seq(chain: &OrgId, seq: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(chain.as_str().len() + 9);
+    v.extend_from_slice(chain.as_str().as_bytes());
+    v.push(0);
+    v.extend_from_slice(&seq.to_be_bytes());
+    v
+}
+
+fn decode_chain_seq(v: &[u8]) -> Result<(OrgId, u64), StorageError> {
+    let bad = || StorageError::Inconsistent(format!("index holds a bad (chain, seq): {v:02x?}"));
+    let nul = v.iter().position(|&b| b == 0).ok_or_else(bad)?;
+    let chain = std::str::from_utf8(&v[..nul])
+        .ok()
+        .and_then(|s| OrgId::new(s).ok())
+        .ok_or_else(bad)?;
+    let seq = v
+        .get(nul + 1..)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(bad)?;
+    Ok((chain, seq))
+}
+
+fn code_prefix(code: &str) -> Vec<u8> {
+    let mut k = vec![P_CODE];
+    k.extend_from_slice(code.as_bytes());
+    k.push(0);
+    k
+}
+
+fn encode_applied(segment: u32, offset: u64) -> [u8; 12] {
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&segment.to_be_bytes());
+    v[4..].copy_from_slice(&offset.to_be_bytes());
+    v
+}
+
+fn decode_applied(v: &[u8]) -> Option<(u32, u64)> {
+    Some((
+        u32::from_be_bytes(v.get(..4)?.try_into().ok()?),
+        u64::from_be_bytes(v.get(4..12)?.try_into().ok()?),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment files.
+
+fn segment_name(n: u32) -> String {
+    format!("{n:010}.seg")
+}
+
+fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join("segments").join(segment_name(n))
+}
+
+/// Segment numbers present, which must be `0..n` without gaps.
+fn list_segments(seg_dir: &Path) -> Result<u32, StorageError> {
+    let mut numbers = Vec::new();
+    for item in fs::read_dir(seg_dir).map_err(io_err(seg_dir))? {
+        let item = item.map_err(io_err(seg_dir))?;
+        let name = item.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".seg") else {
+            continue;
+        };
+        let n = (stem.len() == 10 && stem.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| stem.parse::<u32>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                StorageError::Inconsistent(format!(
+                    "unexpected segment file name {name:?} in {}",
+                    seg_dir.display()
+                ))
+            })?;
+        numbers.push(n);
+    }
+    numbers.sort_unstable();
+    for (i, n) in numbers.iter().enumerate() {
+        if *n as usize != i {
+            return Err(StorageError::Inconsistent(format!(
+                "segment {} is missing in {}",
+                segment_name(i as u32),
+                seg_dir.display()
+            )));
+        }
+    }
+    u32::try_from(numbers.len()).map_err(|_| StorageError::Inconsistent("too many segments".into()))
+}
+
+fn sync_dir(path: &Path) -> Result<(), StorageError> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(path))
+}
+
+fn open_segment(path: &Path, create: bool) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(create)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+/// Appends one frame to `buf`.
+fn frame(buf: &mut Vec<u8>, kind: RecordType, bytes: &[u8]) {
+    buf.push(kind.magic());
+    buf.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    buf.extend_from_slice(blake3::hash(bytes).as_bytes());
+    buf.extend_from_slice(bytes);
+}
+
+/// Checks a frame header; returns its kind and record length.
+fn parse_header(header: &[u8; FRAME_HEADER]) -> Result<(RecordType, usize, [u8; 32]), String> {
+    let kind = RecordType::from_magic(header[0])
+        .ok_or_else(|| format!("bad frame magic 0x{:02x}", header[0]))?;
+    let len = u32::from_le_bytes(header[1..5].try_into().unwrap_or_default()) as usize;
+    if len == 0 || len > kind.max_len() {
+        return Err(format!(
+            "frame length {len} is outside 1..={} for {kind:?}",
+            kind.max_len()
+        ));
+    }
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&header[5..]);
+    Ok((kind, len, hash))
+}
+
+/// One step of a sequential segment read.
+enum Step {
+    Record {
+        offset: u64,
+        kind: RecordType,
+        bytes: Vec<u8>,
+    },
+    Bad {
+        offset: u64,
+        detail: String,
+    },
+    End,
+}
+
+/// Reads a segment's frames in order, from `offset` up to `end`.
+struct SegmentReader {
+    path: PathBuf,
+    reader: BufReader<File>,
+    offset: u64,
+    end: u64,
+}
+
+impl SegmentReader {
+    /// `end = None`: the file's current length.
+    fn open(path: &Path, offset: u64, end: Option<u64>) -> Result<Self, StorageError> {
+        let file = File::open(path).map_err(io_err(path))?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        let end = end.unwrap_or(len).min(len);
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        io::Seek::seek(&mut reader, io::SeekFrom::Start(offset)).map_err(io_err(path))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            reader,
+            offset,
+            end,
+        })
+    }
+
+    fn next(&mut self) -> Result<Step, StorageError> {
+        let offset = self.offset;
+        let left = self.end.saturating_sub(offset);
+        if left == 0 {
+            return Ok(Step::End);
+        }
+        if left < FRAME_HEADER as u64 {
+            return Ok(Step::Bad {
+                offset,
+                detail: format!("short frame header ({left} bytes left)"),
+            });
+        }
+        let mut header = [0u8; FRAME_HEADER];
+        self.reader
+            .read_exact(&mut header)
+            .map_err(io_err(&self.path))?;
+        let (kind, len, hash) = match parse_header(&header) {
+            Ok(h) => h,
+            Err(detail) => return Ok(Step::Bad { offset, detail }),
+        };
+        if left < (FRAME_HEADER + len) as u64 {
+            return Ok(Step::Bad {
+                offset,
+                detail: format!(
+                    "short frame: {len} bytes announced, {} left",
+                    left - FRAME_HEADER as u64
+                ),
+            });
+        }
+        let mut bytes = vec![0u8; len];
+        self.reader
+            .read_exact(&mut bytes)
+            .map_err(io_err(&self.path))?;
+        if *blake3::hash(&bytes).as_bytes() != hash {
+            return Ok(Step::Bad {
+                offset,
+                detail: "frame hash mismatch".into(),
+            });
+        }
+        self.offset += (FRAME_HEADER + len) as u64;
+        Ok(Step::Record {
+            offset,
+            kind,
+            bytes,
+        })
+    }
+}
+
+/// Whether an intact frame starts anywhere in `path` after `from`: tells a torn tail (nothing
+/// intact follows) from damage in the middle of acknowledged data.
+fn intact_frame_after(path: &Path, from: u64) -> Result<Option<u64>, StorageError> {
+    let file = File::open(path).map_err(io_err(path))?;
+    let len = file.metadata().map_err(io_err(path))?.len();
+    let mut rest = vec![0u8; len.saturating_sub(from) as usize];
+    file.read_exact_at(&mut rest, from).map_err(io_err(path))?;
+    for start in 1..rest.len() {
+        let Some(header) = rest.get(start..start + FRAME_HEADER) else {
+            break;
+        };
+        let header: &[u8; FRAME_HEADER] = header.try_into().unwrap_or(&[0; FRAME_HEADER]);
+        let Ok((_, len, hash)) = parse_header(header) else {
+            continue;
+        };
+        let body = start + FRAME_HEADER;
+        if let Some(bytes) = rest.get(body..body + len)
+            && *blake3::hash(bytes).as_bytes() == hash
+        {
+            return Ok(Some(from + start as u64));
+        }
+    }
+    Ok(None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merkle nodes from the index.
+
+/// A chain's stored complete-subtree hashes as a [`NodeSource`]: proofs cost O(log n) reads.
+struct ChainNodes<'a> {
+    index: &'a sled::Tree,
+    chain: &'a OrgId,
+}
+
+impl NodeSource for ChainNodes<'_> {
+    type Error = StorageError;
+
+    fn node(&self, level: u32, index: u64) -> Result<Hash, StorageError> {
+        if level >= 64 {
+            return Err(StorageError::Inconsistent(format!(
+                "chain {}: no tree level {level}",
+                self.chain
+            )));
+        }
+        let value = self.index.get(node_key(self.chain, level, index))?;
+        value
+            .and_then(|v| Hash::try_from(v.as_ref()).ok())
+            .ok_or_else(|| {
+                StorageError::Inconsistent(format!(
+                    "chain {}: tree node (level {level}, index {index}) is missing from the index",
+                    self.chain
+                ))
+            })
+    }
+}
+
+fn proof_error(e: ProofError<StorageError>) -> StorageError {
+    let e = match e {
+        ProofError::Source(e) => return e,
+        ProofError::IndexOutOfRange { index, size } => ProofError::IndexOutOfRange { index, size },
+        ProofError::EmptyTreeConsistency => ProofError::EmptyTreeConsistency,
+        ProofError::Size1GreaterThanSize2 { size1, size2 } => {
+            ProofError::Size1GreaterThanSize2 { size1, size2 }
+        }
+        ProofError::UnalignedRange { start, end } => ProofError::UnalignedRange { start, end },
+        ProofError::SizeBeyondTree { size, tree_size } => {
+            ProofError::SizeBeyondTree { size, tree_size }
+        }
+    };
+    StorageError::Proof(e)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Indexing: one sled batch for many records.
+
+/// Builds the index updates of a run of records over a working copy of the chains they touch.
+struct Indexer<'a> {
+    index: &'a sled::Tree,
+    /// Chains touched so far (pre-filled by the caller with their current state).
+    chains: HashMap<OrgId, ChainMeta>,
+    /// Chains whose meta key must be rewritten.
+    dirty: Vec<OrgId>,
+    /// Newest checkpoint (size, time) per chain decided in this run.
+    checkpoints: HashMap<OrgId, (u64, u64)>,
+    batch: sled::Batch,
+    records: usize,
+}
+
+impl<'a> Indexer<'a> {
+    fn new(index: &'a sled::Tree, chains: HashMap<OrgId, ChainMeta>) -> Self {
+        Self {
+            index,
+            chains,
+            dirty: Vec::new(),
+            checkpoints: HashMap::new(),
+            batch: sled::Batch::default(),
+            records: 0,
+        }
+    }
+
+    fn entry(&mut self, entry: &Entry, pos: Pos) -> Result<(), StorageError> {
+        let chain = entry.chain();
+        let meta = self.chains.entry(chain.clone()).or_default();
+        if entry.seq() != meta.size() {
+            return Err(StorageError::Inconsistent(format!(
+                "chain {chain}: entry {} has seq {}, the chain has {} entries",
+                entry.id(),
+                entry.seq(),
+                meta.size()
+            )));
+        }
+        if entry.payload().prev != meta.head {
+            return Err(StorageError::Inconsistent(format!(
+                "chain {chain}: entry at seq {} links to {:?}, the head is {:?}",
+                entry.seq(),
+                entry.payload().prev,
+                meta.head
+            )));
+        }
+        let created = meta
+            .frontier
+            .append::<Sha256>(entry.leaf_hash().0)
+            .map_err(|e| StorageError::Inconsistent(format!("chain {chain}: {e}")))?;
+        meta.head = Some(entry.id());
+        if !self.dirty.contains(chain) {
+            self.dirty.push(chain.clone());
+        }
+        let seq = entry.seq();
+        let id = entry.id();
+        let at = chain_seq(chain, seq);
+        self.batch.insert(pos_key(chain, seq), &pos.encode()[..]);
+        self.batch.insert(id_key(P_ID, &id), at.clone());
+        for (level, index, hash) in created {
+            self.batch.insert(node_key(chain, level, index), &hash[..]);
+        }
+        let mut events: Vec<&CertificateId> = Vec::with_capacity(1);
+        if let Record::BatchRegistered(certificate) = entry.record() {
+            events.push(&id);
+            self.batch.insert(id_key(P_CERT, &id), at.clone());
+            let mut k = code_prefix(certificate.code.as_str());
+            k.extend_from_slice(certificate.batch.as_bytes());
+            k.push(0);
+            k.extend_from_slice(id.as_bytes());
+            self.batch.insert(k, EMPTY);
+        }
+        if let Some(cert) = entry.record().certificate() {
+            events.push(cert);
+        }
+        for cert in events {
+            let mut k = id_key(P_EVENT, cert);
+            k.extend_from_slice(&at);
+            self.batch.insert(k, EMPTY);
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, checkpoint: &Checkpoint, pos: Pos) -> Result<(), StorageError> {
+        let body = checkpoint.body();
+        let key = chain_key(P_CKPT, &body.chain);
+        let current = match self.checkpoints.get(&body.chain) {
+            Some(c) => Some(*c),
+            None => self.index.get(&key)?.and_then(|v| {
+                Some((
+                    u64::from_be_bytes(v.get(16..24)?.try_into().ok()?),
+                    u64::from_be_bytes(v.get(24..32)?.try_into().ok()?),
+                ))
+            }),
+        };
+        let new = (body.size, body.time_unix_ms);
+        if current.is_none_or(|c| new >= c) {
+            let mut v = pos.encode().to_vec();
+            v.extend_from_slice(&body.size.to_be_bytes());
+            v.extend_from_slice(&body.time_unix_ms.to_be_bytes());
+            self.batch.insert(key, v);
+            self.checkpoints.insert(body.chain.clone(), new);
+        }
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Adds the chain metas and the applied mark, applies the batch, and returns the chains
+    /// touched for publishing.
+    fn commit(&mut self, applied: (u32, u64)) -> Result<Vec<(OrgId, ChainMeta)>, StorageError> {
+        let mut touched = Vec::with_capacity(self.dirty.len());
+        for chain in self.dirty.drain(..) {
+            let Some(meta) = self.chains.get(&chain) else {
+                continue;
+            };
+            let mut v = meta.size().to_be_bytes().to_vec();
+            v.extend_from_slice(meta.head.map(|h| h.0).unwrap_or_default().as_slice());
+            self.batch.insert(chain_key(P_META, &chain), v);
+            touched.push((chain, meta.clone()));
+        }
+        self.batch
+            .insert(KEY_APPLIED, &encode_applied(applied.0, applied.1)[..]);
+        self.index.apply_batch(std::mem::take(&mut self.batch))?;
+        self.checkpoints.clear();
+        self.records = 0;
+        Ok(touched)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening.
+
+fn open_sled(path: &Path, options: &StoreOptions) -> Result<sled::Db, String> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(options.cache_capacity);
+    match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("sled panicked while opening".into()),
+    }
+}
+
+/// Loads the chain metas and frontiers from the index.
+fn load_chains(index: &sled::Tree) -> Result<HashMap<OrgId, ChainMeta>, StorageError> {
+    let mut chains = HashMap::new();
+    for item in index.scan_prefix([P_META]) {
+        let (k, v) = item?;
+        let bad = || StorageError::Inconsistent(format!("bad chain meta {k:02x?}"));
+        let name = k
+            .get(1..k.len().saturating_sub(1))
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| OrgId::new(s).ok())
+            .ok_or_else(bad)?;
+        let size = v
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(bad)?;
+        let head = v
+            .get(8..40)
+            .and_then(|b| EntryId::from_slice(b).ok())
+            .ok_or_else(bad)?;
+        let frontier = Frontier::load(
+            &ChainNodes {
+                index,
+                chain: &name,
+            },
+            size,
+        )?;
+        let head = (size > 0).then_some(head);
+        chains.insert(name, ChainMeta { head, frontier });
+    }
+    Ok(chains)
+}
+
+/// What [`Store::open`] found and did, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// The index was rebuilt from segment 0.
+    pub rebuilt: bool,
+    /// Records indexed during open.
+    pub replayed: u64,
+    /// Bytes cut off a torn tail.
+    pub truncated: u64,
+}
+
+/// The chains and the log position after a replay.
+type Replayed = (HashMap<OrgId, ChainMeta>, (u32, u64));
+
+/// State of an open in progress.
+struct Opening {
+    dir: PathBuf,
+    count: u32,
+    recovery: Recovery,
+}
+
+impl Opening {
+    /// Replays segments from `start` into the index; returns the chains and the end position.
+    fn replay(
+        &mut self,
+        index: &sled::Tree,
+        chains: HashMap<OrgId, ChainMeta>,
+        start: (u32, u64),
+    ) -> Result<Replayed, StorageError> {
+        let mut indexer = Indexer::new(index, chains);
+        let mut at = start;
+        for segment in start.0..self.count {
+            let path = segment_path(&self.dir, segment);
+            let offset = if segment == start.0 { start.1 } else { 0 };
+            let mut reader = SegmentReader::open(&path, offset, None)?;
+            at = (segment, offset);
+            loop {
+                match reader.next()? {
+                    Step::End => break,
+                    Step::Record {
+                        offset,
+                        kind,
+                        bytes,
+                    } => {
+                        let pos = Pos {
+                            segment,
+                            offset,
+                            len: bytes.len() as u32,
+                        };
+                        let corrupt = |detail: String| StorageError::Corrupt {
+                            segment,
+                            offset,
+                            detail,
+                        };
+                        match kind {
+                            RecordType::Entry => {
+                                let entry = Entry::decode(&bytes)
+                                    .map_err(|e| corrupt(format!("entry does not decode: {e}")))?;
+                                indexer.entry(&entry, pos).map_err(|e| match e {
+                                    StorageError::Inconsistent(d) => corrupt(d),
+                                    e => e,
+                                })?;
+                            }
+                            RecordType::Checkpoint => {
+                                let cp = Checkpoint::decode(&bytes).map_err(|e| {
+                                    corrupt(format!("checkpoint does not decode: {e}"))
+                                })?;
+                                indexer.checkpoint(&cp, pos)?;
+                            }
+                        }
+                        self.recovery.replayed += 1;
+                        at = (segment, reader.offset);
+                        if indexer.records >= REPLAY_CHUNK {
+                            indexer.commit(at)?;
+                        }
+                    }
+                    Step::Bad { offset, detail } => {
+                        let last = segment + 1 == self.count;
+                        if last && intact_frame_after(&path, offset)?.is_none() {
+                            self.truncate(&path, segment, offset, &detail)?;
+                            break;
+                        }
+                        return Err(StorageError::Corrupt {
+                            segment,
+                            offset,
+                            detail,
+                        });
+                    }
+                }
+            }
+        }
+        indexer.commit(at)?;
+        Ok((indexer.chains, at))
+    }
+
+    fn truncate(
+        &mut self,
+        path: &Path,
+        segment: u32,
+        offset: u64,
+        detail: &str,
+    ) -> Result<(), StorageError> {
+        let file = open_segment(path, false)?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        tracing::warn!(
+            segment,
+            offset,
+            dropped_bytes = len - offset,
+            detail,
+            "torn write at the end of the log (never acknowledged): truncating"
+        );
+        file.set_len(offset).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        self.recovery.truncated += len - offset;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens or creates the store in `dir`, recovering the index as the module doc describes.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StorageError> {
+        Self::open_with_recovery(dir, options).map(|(store, _)| store)
+    }
+
+    /// [`Store::open`], also saying what recovery did.
+    pub fn open_with_recovery(
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<(Self, Recovery), StorageError> {
+        let dir = dir.as_ref().to_path_buf();
+        let seg_dir = dir.join("segments");
+        let index_dir = dir.join("index");
+        fs::create_dir_all(&seg_dir).map_err(io_err(&seg_dir))?;
+        let mut count = list_segments(&seg_dir)?;
+        if count == 0 {
+            open_segment(&segment_path(&dir, 0), true)?
+                .sync_all()
+                .map_err(io_err(&seg_dir))?;
+            sync_dir(&seg_dir)?;
+            sync_dir(&dir)?;
+            count = 1;
+        }
+        let mut lens = Vec::with_capacity(count as usize);
+        for n in 0..count {
+            let path = segment_path(&dir, n);
+            lens.push(fs::metadata(&path).map_err(io_err(&path))?.len());
+        }
+        let mut opening = Opening {
+            dir: dir.clone(),
+            count,
+            recovery: Recovery::default(),
+        };
+
+        // Try the existing index first.
+        let mut attempt = None;
+        match open_sled(&index_dir, &options) {
+            Ok(db) => match Self::resume(&mut opening, &db, &lens) {
+                Ok(Some((chains, end))) => attempt = Some((db, chains, end)),
+                Ok(None) => drop(db),
+                Err(e) => {
+                    tracing::warn!(error = %e, "index replay failed; rebuilding the index");
+                    drop(db);
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "index cannot be opened; rebuilding it"),
+        }
+        let (db, chains, end) = match attempt {
+            Some(a) => a,
+            None => {
+                // Keep `truncated` from a failed resume; count the replay afresh.
+                opening.recovery.rebuilt = true;
+                opening.recovery.replayed = 0;
+                let (db, (chains, end)) = Self::rebuild(&mut opening, &index_dir, &options)?;
+                (db, chains, end)
+            }
+        };
+        let mut files = Vec::with_capacity(count as usize);
+        for n in 0..count {
+            files.push(Arc::new(open_segment(&segment_path(&dir, n), false)?));
+        }
+        let store = Store {
+            dir,
+            options,
+            index: db.open_tree("index")?,
+            db,
+            segments: RwLock::new(files),
+            writer: Mutex::new(Writer {
+                segment: end.0,
+                offset: end.1,
+            }),
+            chains: Mutex::new(chains),
+            poisoned: AtomicBool::new(false),
+        };
+        tracing::info!(
+            rebuilt = opening.recovery.rebuilt,
+            replayed = opening.recovery.replayed,
+            truncated = opening.recovery.truncated,
+            "storage opened"
+        );
+        Ok((store, opening.recovery))
+    }
+
+    /// Replays from the index's `applied` mark, or `None` when the index must be rebuilt.
+    fn resume(
+        opening: &mut Opening,
+        db: &sled::Db,
+        lens: &[u64],
+    ) -> Result<Option<Replayed>, StorageError> {
+        let index = db.open_tree("index")?;
+        if index.get(KEY_VERSION)?.as_deref() != Some(&[INDEX_VERSION][..]) {
+            return Ok(None);
+        }
+        let Some(applied) = index.get(KEY_APPLIED)?.and_then(|v| decode_applied(&v)) else {
+            return Ok(None);
+        };
+        let within = lens
+            .get(applied.0 as usize)
+            .is_some_and(|&len| applied.1 <= len);
+        if !within {
+            tracing::warn!(?applied, "index is ahead of the segments");
+            return Ok(None);
+        }
+        let chains = load_chains(&index)?;
+        opening.replay(&index, chains, applied).map(Some)
+    }
+
+    /// Deletes the index directory and rebuilds it from segment 0.
+    fn rebuild(
+        opening: &mut Opening,
+        index_dir: &Path,
+        options: &StoreOptions,
+    ) -> Result<(sled::Db, Replayed), StorageError> {
+        if index_dir.exists() {
+            fs::remove_dir_all(index_dir).map_err(io_err(index_dir))?;
+        }
+        let db = open_sled(index_dir, options)
+            .map_err(|e| StorageError::Inconsistent(format!("cannot create a fresh index: {e}")))?;
+        let index = db.open_tree("index")?;
+        index.insert(KEY_VERSION, &[INDEX_VERSION][..])?;
+        let replayed = opening.replay(&index, HashMap::new(), (0, 0))?;
+        Ok((db, replayed))
+    }
+
+    /// Deletes the index of the store in `dir` and rebuilds it from the segments.
+    pub fn reindex(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StorageError> {
+        let index_dir = dir.as_ref().join("index");
+        if index_dir.exists() {
+            fs::remove_dir_all(&index_dir).map_err(io_err(&index_dir))?;
+        }
+        Self::open(dir, options)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Flushes the index (sled) on graceful shutdown, so the next open replays little. Not a
+    /// durability point: the segments already are.
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Appending.
+
+    /// Makes a batch durable, then indexes it. `Ok` is the acknowledgement.
+    ///
+    /// Fails without writing anything with [`StorageError::Inconsistent`] if an entry does not
+    /// continue its chain (`seq == size`, `prev == head`, in batch order).
+    pub fn append(&self, batch: &Batch) -> Result<(), StorageError> {
+        if batch.entries.is_empty() && batch.checkpoints.is_empty() {
+            return Ok(());
+        }
+        let mut writer = lock(&self.writer);
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StorageError::Poisoned);
+        }
+        let total: u64 = batch
+            .entries
+            .iter()
+            .map(|e| e.bytes().len())
+            .chain(batch.checkpoints.iter().map(|c| c.bytes().len()))
+            .map(|len| (FRAME_HEADER + len) as u64)
+            .sum();
+        let rotate = writer.offset > 0 && writer.offset + total > self.options.segment_size;
+        let (segment, start) = if rotate {
+            let next = writer
+                .segment
+                .checked_add(1)
+                .ok_or_else(|| StorageError::Inconsistent("segment numbers exhausted".into()))?;
+            (next, 0)
+        } else {
+            (writer.segment, writer.offset)
+        };
+
+        // Index first, in memory: this checks continuity before anything is written.
+        let mut working = HashMap::new();
+        {
+            let chains = lock(&self.chains);
+            for entry in &batch.entries {
+                if !working.contains_key(entry.chain()) {
+                    let meta = chains.get(entry.chain()).cloned().unwrap_or_default();
+                    working.insert(entry.chain().clone(), meta);
+                }
+            }
+        }
+        let mut indexer = Indexer::new(&self.index, working);
+        let mut buf = Vec::with_capacity(total as usize);
+        for entry in &batch.entries {
+            let pos = Pos {
+                segment,
+                offset: start + buf.len() as u64,
+                len: entry.bytes().len() as u32,
+            };
+            indexer.entry(entry, pos)?;
+            frame(&mut buf, RecordType::Entry, entry.bytes());
+        }
+        for checkpoint in &batch.checkpoints {
+            let pos = Pos {
+                segment,
+                offset: start + buf.len() as u64,
+                len: checkpoint.bytes().len() as u32,
+            };
+            indexer.checkpoint(checkpoint, pos)?;
+            frame(&mut buf, RecordType::Checkpoint, checkpoint.bytes());
+        }
+
+        // Durability point.
+        let result = self.write_durably(segment, start, rotate, &buf);
+        let file = match result {
+            Ok(file) => file,
+            Err(e) => {
+                self.poisoned.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        if let Some(file) = file {
+            self.segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(file);
+        }
+        writer.segment = segment;
+        writer.offset = start + buf.len() as u64;
+
+        // The index.
+        let touched = match indexer.commit((writer.segment, writer.offset)) {
+            Ok(t) => t,
+            Err(e) => {
+                self.poisoned.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let mut chains = lock(&self.chains);
+        for (chain, meta) in touched {
+            chains.insert(chain, meta);
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `offset` of `segment` and syncs; returns the new file when it created one.
+    fn write_durably(
+        &self,
+        segment: u32,
+        offset: u64,
+        create: bool,
+        buf: &[u8],
+    ) -> Result<Option<Arc<File>>, StorageError> {
+        let path = segment_path(&self.dir, segment);
+        let (file, created) = if create {
+            (Arc::new(open_segment(&path, true)?), true)
+        } else {
+            let files = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            let file = files.get(segment as usize).cloned().ok_or_else(|| {
+                StorageError::Inconsistent(format!("segment {segment} is not open"))
+            })?;
+            (file, false)
+        };
+        file.write_all_at(buf, offset).map_err(io_err(&path))?;
+        file.sync_data().map_err(io_err(&path))?;
+        if created {
+            sync_dir(&self.dir.join("segments"))?;
+            Ok(Some(file))
+        } else {
+            Ok(None)
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reading.
+
+    /// Every chain with its size, head and root, by chain id.
+    pub fn chains(&self) -> Vec<ChainInfo> {
+        let chains = lock(&self.chains);
+        let mut out: Vec<ChainInfo> = chains
+            .iter()
+            .map(|(chain, meta)| ChainInfo {
+                chain: chain.clone(),
+                size: meta.size(),
+                head: meta.head,
+                root: TreeHash(meta.frontier.root::<Sha256>()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.chain.cmp(&b.chain));
+        out
+    }
+
+    /// Number of entries of `chain` (0 when unknown).
+    pub fn chain_size(&self, chain: &OrgId) -> u64 {
+        lock(&self.chains).get(chain).map_or(0, ChainMeta::size)
+    }
+
+    /// The chain's info (`None` when the store holds no entry of it).
+    pub fn chain(&self, chain: &OrgId) -> Option<ChainInfo> {
+        lock(&self.chains).get(chain).map(|meta| ChainInfo {
+            chain: chain.clone(),
+            size: meta.size(),
+            head: meta.head,
+            root: TreeHash(meta.frontier.root::<Sha256>()),
+        })
+    }
+
+    /// Reads and checks one frame.
+    fn read(&self, pos: Pos, expect: RecordType) -> Result<Vec<u8>, StorageError> {
+        let file = {
+            let files = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            files.get(pos.segment as usize).cloned()
+        };
+        let corrupt = |detail: String| StorageError::Corrupt {
+            segment: pos.segment,
+            offset: pos.offset,
+            detail,
+        };
+        let file = file.ok_or_else(|| corrupt("the index points to a missing segment".into()))?;
+        let mut buf = vec![0u8; FRAME_HEADER + pos.len as usize];
+        file.read_exact_at(&mut buf, pos.offset)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    corrupt("the index points beyond the end of the segment".into())
+                }
+                _ => StorageError::Io {
+                    path: segment_path(&self.dir, pos.segment),
+                    source: e,
+                },
+            })?;
+        let header: [u8; FRAME_HEADER] = buf[..FRAME_HEADER]
+            .try_into()
+            .map_err(|_| corrupt("short frame".into()))?;
+        let (kind, len, hash) = parse_header(&header).map_err(corrupt)?;
+        if kind != expect || len != pos.len as usize {
+            return Err(corrupt(format!(
+                "frame is a {kind:?} of {len} bytes, the index expects a {expect:?} of {}",
+                pos.len
+            )));
+        }
+        buf.drain(..FRAME_HEADER);
+        if *blake3::hash(&buf).as_bytes() != hash {
+            return Err(corrupt("frame hash mismatch".into()));
+        }
+        Ok(buf)
+    }
+
+    fn pos_value(v: &[u8]) -> Result<Pos, StorageError> {
+        Pos::decode(v).ok_or_else(|| StorageError::Inconsistent(format!("bad position {v:02x?}")))
+    }
+
+    /// The exact bytes of the entry at `seq` of `chain`.
+    pub fn entry(&self, chain: &OrgId, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.index.get(pos_key(chain, seq))? {
+            None => Ok(None),
+            Some(v) => self.read(Self::pos_value(&v)?, RecordType::Entry).map(Some),
+        }
+    }
+
+    /// Up to `limit` entries of `chain` from `from` on, in order.
+    pub fn entries(
+        &self,
+        chain: &OrgId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        let start = pos_key(chain, from);
+        let prefix = chain_key(P_POS, chain);
+        for item in self.index.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(self.read(Self::pos_value(&v)?, RecordType::Entry)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the entry with this id is: (chain, seq).
+    pub fn position(&self, id: &EntryId) -> Result<Option<(OrgId, u64)>, StorageError> {
+        self.index
+            .get(id_key(P_ID, id))?
+            .map(|v| decode_chain_seq(&v))
+            .transpose()
+    }
+
+    fn nodes<'a>(&'a self, chain: &'a OrgId, size: u64) -> Result<ChainNodes<'a>, StorageError> {
+        let tree_size = self.chain_size(chain);
+        if size > tree_size {
+            return Err(StorageError::Proof(ProofError::SizeBeyondTree {
+                size,
+                tree_size,
+            }));
+        }
+        Ok(ChainNodes {
+            index: &self.index,
+            chain,
+        })
+    }
+
+    /// The RFC 9162 root of the first `size` entries of `chain`.
+    pub fn root(&self, chain: &OrgId, size: u64) -> Result<TreeHash, StorageError> {
+        let nodes = self.nodes(chain, size)?;
+        merkle::root::<Sha256, _>(&nodes, size)
+            .map(TreeHash)
+            .map_err(proof_error)
+    }
+
+    /// `PATH(index, D[size])` of RFC 9162 §2.1.3.1.
+    pub fn inclusion_proof(
+        &self,
+        chain: &OrgId,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, StorageError> {
+        let nodes = self.nodes(chain, size)?;
+        merkle::inclusion_proof::<Sha256, _>(&nodes, index, size).map_err(proof_error)
+    }
+
+    /// `PROOF(from, D[to])` of RFC 9162 §2.1.4.1.
+    pub fn consistency_proof(
+        &self,
+        chain: &OrgId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Hash>, StorageError> {
+        let nodes = self.nodes(chain, to)?;
+        merkle::consistency_proof::<Sha256, _>(&nodes, from, to).map_err(proof_error)
+    }
+
+    /// The newest checkpoint stored for `chain` (largest size, then time).
+    pub fn latest_checkpoint(&self, chain: &OrgId) -> Result<Option<Checkpoint>, StorageError> {
+        let Some(v) = self.index.get(chain_key(P_CKPT, chain))? else {
+            return Ok(None);
+        };
+        let pos = Self::pos_value(&v)?;
+        let bytes = self.read(pos, RecordType::Checkpoint)?;
+        Checkpoint::decode(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                segment: pos.segment,
+                offset: pos.offset,
+                detail: format!("checkpoint does not decode: {e}"),
+            })
+    }
+
+    /// Every entry about a certificate (its registration included), in (chain, seq) order.
+    pub fn certificate_events(
+        &self,
+        cert: &CertificateId,
+    ) -> Result<Vec<(OrgId, u64)>, StorageError> {
+        let prefix = id_key(P_EVENT, cert);
+        self.index
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (k, _) = item?;
+                decode_chain_seq(&k[prefix.len()..])
+            })
+            .collect()
+    }
+
+    /// Certificates registered under a catalogue code (normalised as [`RmCode::parse`] does),
+    /// optionally of one batch; by (batch, certificate id).
+    pub fn certificates_by_code(
+        &self,
+        code: &str,
+        batch: Option<&str>,
+    ) -> Result<Vec<CertificateId>, StorageError> {
+        let Ok(code) = RmCode::parse(code) else {
+            return Ok(Vec::new());
+        };
+        let mut prefix = code_prefix(code.as_str());
+        if let Some(batch) = batch {
+            prefix.extend_from_slice(batch.as_bytes());
+            prefix.push(0);
+        }
+        self.index
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (k, _) = item?;
+                k.len()
+                    .checked_sub(32)
+                    .and_then(|at| EntryId::from_slice(&k[at..]).ok())
+                    .ok_or_else(|| StorageError::Inconsistent(format!("bad code key {k:02x?}")))
+            })
+            .collect()
+    }
+
+    /// Every registered certificate, by id.
+    pub fn all_certificates(&self) -> Result<Vec<CertificateId>, StorageError> {
+        self.index
+            .scan_prefix([P_CERT])
+            .map(|item| {
+                let (k, _) = item?;
+                EntryId::from_slice(&k[1..]).map_err(|_| {
+                    StorageError::Inconsistent(format!("bad certificate key {k:02x?}"))
+                })
+            })
+            .collect()
+    }
+
+    /// Calls `f` with every record of the log in order, up to what was acknowledged when the
+    /// scan reached each segment. Every frame's hash is checked; a bad frame is
+    /// [`StorageError::Corrupt`]. Stops early when `f` returns `ControlFlow::Break`.
+    pub fn scan<F>(&self, mut f: F) -> Result<(), StorageError>
+    where
+        F: FnMut(ScannedRecord<'_>) -> ControlFlow<()>,
+    {
+        let mut segment = 0u32;
+        loop {
+            let (last, end) = {
+                let writer = lock(&self.writer);
+                (writer.segment, writer.offset)
+            };
+            if segment > last {
+                return Ok(());
+            }
+            let path = segment_path(&self.dir, segment);
+            let end = (segment == last).then_some(end);
+            let mut reader = SegmentReader::open(&path, 0, end)?;
+            loop {
+                match reader.next()? {
+                    Step::End => break,
+                    Step::Bad { offset, detail } => {
+                        return Err(StorageError::Corrupt {
+                            segment,
+                            offset,
+                            detail,
+                        });
+                    }
+                    Step::Record {
+                        offset,
+                        kind,
+                        bytes,
+                    } => {
+                        let record = ScannedRecord {
+                            segment,
+                            offset,
+                            kind,
+                            bytes: &bytes,
+                        };
+                        if f(record).is_break() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            segment += 1;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,840 @@
+//! Storage: durability framing, recovery, proofs and indexes.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+use rmledger_node::storage::{
+    Batch, ChainInfo, FRAME_HEADER, MAGIC_ENTRY, RecordType, StorageError, Store, StoreOptions,
+};
+use rmledger_schema::checkpoint::{Checkpoint, CheckpointBody};
+use rmledger_schema::date::Date;
+use rmledger_schema::decimal::Decimal;
+use rmledger_schema::entry::{Entry, Payload, VERSION};
+use rmledger_schema::ids::{CertificateId, EntryId, FederationId, OrgId, TreeHash};
+use rmledger_schema::merkle::{self, MemoryTree, Sha256, TreeHasher};
+use rmledger_schema::records::{
+    AfterOpening, Anchor, Certificate, DocumentKind, Officer, Opened, PropertyValue, Received,
+    Record, Shipped, Uncertainty, Validity, ValueKind,
+};
+use rmledger_schema::rmcode::RmCode;
+use rmledger_schema::serial::{SerialRange, SerialSet};
+use rmledger_schema::units::Unit;
+
+const FED: FederationId = FederationId([7; 32]);
+
+/// A writer of one chain, with the expected tree alongside.
+struct Writer {
+    key: SigningKey,
+    chain: OrgId,
+    head: Option<EntryId>,
+    size: u64,
+    tree: MemoryTree<Sha256>,
+    bytes: Vec<Vec<u8>>,
+}
+
+impl Writer {
+    fn new(name: &str, key: u8) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&[key; 32]),
+            chain: OrgId::new(name).unwrap(),
+            head: None,
+            size: 0,
+            tree: MemoryTree::new(),
+            bytes: Vec::new(),
+        }
+    }
+
+    fn next(&mut self, record: Record) -> Entry {
+        let entry = Entry::sign(
+            &self.key,
+            Payload {
+                version: VERSION,
+                operator: "alice".into(),
+                federation: FED,
+                record,
+                seq: self.size,
+                prev: self.head,
+                time_unix_ms: 1_700_000_000_000 + self.size * 1000,
+                chain: self.chain.clone(),
+            },
+        )
+        .unwrap();
+        self.head = Some(entry.id());
+        self.size += 1;
+        self.tree.push(entry.bytes());
+        self.bytes.push(entry.bytes().to_vec());
+        entry
+    }
+
+    fn anchor(&mut self) -> Entry {
+        let size = self.size;
+        let chain = self.chain.clone();
+        self.next(Record::Anchor(Anchor {
+            root: TreeHash([size as u8; 32]),
+            size,
+            chain,
+        }))
+    }
+
+    fn anchors(&mut self, n: usize) -> Vec<Entry> {
+        (0..n).map(|_| self.anchor()).collect()
+    }
+
+    fn checkpoint(&self, time: u64) -> Checkpoint {
+        Checkpoint::sign(
+            &self.key,
+            CheckpointBody {
+                federation: FED,
+                head: self.head.unwrap(),
+                root: TreeHash(self.tree.root()),
+                size: self.size,
+                time_unix_ms: time,
+                chain: self.chain.clone(),
+            },
+        )
+        .unwrap()
+    }
+}
+
+fn batch(entries: Vec<Entry>) -> Batch {
+    Batch {
+        entries,
+        checkpoints: Vec::new(),
+    }
+}
+
+fn certificate(code: &str, batch: &str) -> Certificate {
+    Certificate {
+        code: RmCode::parse(code).unwrap(),
+        kind: DocumentKind::Certificate,
+        name: "Cadmium in rice".into(),
+        batch: batch.into(),
+        units: SerialSet::new(vec![SerialRange::parse("U0001..U0100").unwrap()]).unwrap(),
+        matrix: Some("rice flour".into()),
+        values: vec![PropertyValue {
+            kind: ValueKind::Certified,
+            unit: Unit::parse("mg/kg").unwrap(),
+            basis: None,
+            value: Decimal::parse("0.215").unwrap(),
+            method: None,
+            quantity: "Cd".into(),
+            uncertainty: Some(Uncertainty {
+                expanded: Decimal::parse("0.012").unwrap(),
+                relative: false,
+                coverage_factor: Decimal::parse("2").unwrap(),
+                coverage_probability: None,
+            }),
+        }],
+        name_en: None,
+        storage: None,
+        handling: None,
+        validity: Validity::UntilRevoked,
+        issue_date: Date::parse("2025-01-01").unwrap(),
+        supersedes: None,
+        attachments: Vec::new(),
+        intended_use: "calibration".into(),
+        traceability: Some("SI".into()),
+        unit_content: None,
+        after_opening: AfterOpening::NotStated,
+        commutability: None,
+        health_safety: None,
+        min_sample_size: None,
+        approving_officer: Some(Officer {
+            name: "Li".into(),
+            function: "QA".into(),
+        }),
+        grading_certificate: None,
+        characterization_date: None,
+    }
+}
+
+fn serials(text: &str) -> SerialSet {
+    SerialSet::new(vec![SerialRange::parse(text).unwrap()]).unwrap()
+}
+
+fn small() -> StoreOptions {
+    StoreOptions {
+        cache_capacity: 4 * 1024 * 1024,
+        ..StoreOptions::default()
+    }
+}
+
+fn segment(dir: &Path, n: u32) -> PathBuf {
+    dir.join("segments").join(format!("{n:010}.seg"))
+}
+
+/// Everything observable through the read API.
+#[derive(Debug, PartialEq)]
+struct State {
+    chains: Vec<ChainInfo>,
+    entries: Vec<Vec<Vec<u8>>>,
+    checkpoints: Vec<Option<Vec<u8>>>,
+    certificates: Vec<(CertificateId, Vec<(OrgId, u64)>)>,
+    records: Vec<(u32, u64, RecordType, Vec<u8>)>,
+}
+
+fn state(store: &Store) -> State {
+    let chains = store.chains();
+    let entries = chains
+        .iter()
+        .map(|c| store.entries(&c.chain, 0, usize::MAX).unwrap())
+        .collect();
+    let checkpoints = chains
+        .iter()
+        .map(|c| {
+            store
+                .latest_checkpoint(&c.chain)
+                .unwrap()
+                .map(|cp| cp.bytes().to_vec())
+        })
+        .collect();
+    let certificates = store
+        .all_certificates()
+        .unwrap()
+        .into_iter()
+        .map(|id| (id, store.certificate_events(&id).unwrap()))
+        .collect();
+    let mut records = Vec::new();
+    store
+        .scan(|r| {
+            records.push((r.segment, r.offset, r.kind, r.bytes.to_vec()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    State {
+        chains,
+        entries,
+        checkpoints,
+        certificates,
+        records,
+    }
+}
+
+/// A store with two chains, a certificate and checkpoints.
+fn populated(dir: &Path, options: StoreOptions) -> (Store, Writer, Writer) {
+    let store = Store::open(dir, options).unwrap();
+    let mut producer = Writer::new("acme-rm", 1);
+    let mut lab = Writer::new("lab-01", 2);
+    let mut first = producer.anchors(3);
+    let reg = producer.next(Record::BatchRegistered(certificate("GBW(E)082345", "B1")));
+    let cert = reg.id();
+    first.push(reg);
+    first.push(producer.next(Record::Shipped(Shipped {
+        to: lab.chain.clone(),
+        cert,
+        serials: serials("U0001..U0010"),
+    })));
+    first.extend(lab.anchors(2));
+    store
+        .append(&Batch {
+            entries: first,
+            checkpoints: vec![producer.checkpoint(1), lab.checkpoint(1)],
+        })
+        .unwrap();
+    for i in 0..10 {
+        let mut entries = vec![lab.next(Record::Received(Received {
+            cert,
+            from: producer.chain.clone(),
+            serials: serials(&format!("U{:04}", i + 1)),
+        }))];
+        entries.push(lab.next(Record::Opened(Opened {
+            cert,
+            serial: format!("U{:04}", i + 1),
+        })));
+        entries.extend(producer.anchors(i % 3));
+        store.append(&batch(entries)).unwrap();
+    }
+    store
+        .append(&Batch {
+            entries: Vec::new(),
+            checkpoints: vec![producer.checkpoint(2), lab.checkpoint(2)],
+        })
+        .unwrap();
+    (store, producer, lab)
+}
+
+fn check_against(store: &Store, writers: &[&Writer]) {
+    for w in writers {
+        assert_eq!(store.chain_size(&w.chain), w.size);
+        let info = store
+            .chains()
+            .into_iter()
+            .find(|c| c.chain == w.chain)
+            .unwrap();
+        assert_eq!(info.size, w.size);
+        assert_eq!(info.head, w.head);
+        assert_eq!(info.root.0, w.tree.root());
+        for (seq, bytes) in w.bytes.iter().enumerate() {
+            assert_eq!(
+                store.entry(&w.chain, seq as u64).unwrap().as_ref(),
+                Some(bytes)
+            );
+            assert_eq!(
+                store.position(&EntryId::of(bytes)).unwrap(),
+                Some((w.chain.clone(), seq as u64))
+            );
+        }
+        assert_eq!(store.entry(&w.chain, w.size).unwrap(), None);
+    }
+}
+
+#[test]
+fn append_and_read_back_exact_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, producer, lab) = populated(tmp.path(), small());
+    check_against(&store, &[&producer, &lab]);
+    assert_eq!(store.chains().len(), 2);
+    assert_eq!(
+        store.entries(&lab.chain, 3, 4).unwrap(),
+        lab.bytes[3..7].to_vec()
+    );
+    assert_eq!(store.entries(&lab.chain, 1000, 4).unwrap().len(), 0);
+    assert!(store.entries(&lab.chain, 0, 0).unwrap().is_empty());
+    let unknown = OrgId::new("nobody").unwrap();
+    assert_eq!(store.chain_size(&unknown), 0);
+    assert_eq!(store.entry(&unknown, 0).unwrap(), None);
+    assert_eq!(store.position(&EntryId([0; 32])).unwrap(), None);
+    assert_eq!(
+        store.root(&unknown, 0).unwrap().0,
+        MemoryTree::<Sha256>::new().root()
+    );
+}
+
+#[test]
+fn discontinuous_append_is_refused_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut w = Writer::new("acme-rm", 1);
+    let first = w.anchors(2);
+    store.append(&batch(first.clone())).unwrap();
+    let len = fs::metadata(segment(tmp.path(), 0)).unwrap().len();
+    // Replaying an entry (seq 1 again) and a gap (skipping seq 2).
+    assert!(matches!(
+        store.append(&batch(vec![first[1].clone()])),
+        Err(StorageError::Inconsistent(_))
+    ));
+    let _skipped = w.anchor();
+    let gap = w.anchor();
+    assert!(matches!(
+        store.append(&batch(vec![gap])),
+        Err(StorageError::Inconsistent(_))
+    ));
+    assert_eq!(fs::metadata(segment(tmp.path(), 0)).unwrap().len(), len);
+    assert_eq!(store.chain_size(&w.chain), 2);
+}
+
+#[test]
+fn proofs_verify_and_equal_memory_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut w = Writer::new("acme-rm", 1);
+    let mut n = 0;
+    let mut k = 1;
+    while n < 100 {
+        let take = k.min(100 - n);
+        store.append(&batch(w.anchors(take))).unwrap();
+        n += take;
+        k = k % 7 + 1;
+    }
+    let chain = w.chain.clone();
+    let leaves: Vec<_> = w.bytes.iter().map(|b| Sha256::leaf(b)).collect();
+    let mut roots = vec![store.root(&chain, 0).unwrap().0];
+    for size in 1..=100u64 {
+        let root = store.root(&chain, size).unwrap().0;
+        let mut t = MemoryTree::<Sha256>::new();
+        for l in &leaves[..size as usize] {
+            t.push_leaf_hash(*l);
+        }
+        assert_eq!(root, t.root(), "root {size}");
+        roots.push(root);
+        for index in 0..size {
+            let p = store.inclusion_proof(&chain, index, size).unwrap();
+            assert_eq!(p, w.tree.inclusion_proof(index, size).unwrap());
+            merkle::verify_inclusion::<Sha256>(index, size, &leaves[index as usize], &p, &root)
+                .unwrap();
+        }
+    }
+    for to in 1..=100u64 {
+        for from in 1..=to {
+            let p = store.consistency_proof(&chain, from, to).unwrap();
+            assert_eq!(p, w.tree.consistency_proof(from, to).unwrap());
+            merkle::verify_consistency::<Sha256>(
+                from,
+                to,
+                &roots[from as usize],
+                &roots[to as usize],
+                &p,
+            )
+            .unwrap();
+        }
+    }
+    assert!(matches!(
+        store.inclusion_proof(&chain, 0, 101),
+        Err(StorageError::Proof(_))
+    ));
+    assert!(matches!(
+        store.inclusion_proof(&chain, 5, 5),
+        Err(StorageError::Proof(_))
+    ));
+    assert!(matches!(
+        store.consistency_proof(&chain, 0, 5),
+        Err(StorageError::Proof(_))
+    ));
+    assert!(matches!(
+        store.root(&chain, 101),
+        Err(StorageError::Proof(_))
+    ));
+}
+
+#[test]
+fn reopen_gives_identical_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mut producer, lab) = populated(tmp.path(), small());
+    let before = state(&store);
+    store.flush().unwrap();
+    drop(store);
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
+    assert!(!recovery.rebuilt, "{recovery:?}");
+    assert_eq!(recovery.replayed, 0, "{recovery:?}");
+    assert_eq!(state(&store), before);
+    check_against(&store, &[&producer, &lab]);
+    // Appending continues where it was.
+    store.append(&batch(producer.anchors(3))).unwrap();
+    check_against(&store, &[&producer, &lab]);
+}
+
+#[test]
+fn deleted_index_is_rebuilt_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, producer, lab) = populated(tmp.path(), small());
+    let before = state(&store);
+    drop(store);
+    fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
+    assert!(recovery.rebuilt);
+    assert_eq!(recovery.replayed as usize, before.records.len());
+    assert_eq!(state(&store), before);
+    check_against(&store, &[&producer, &lab]);
+    drop(store);
+    let store = Store::reindex(tmp.path(), small()).unwrap();
+    assert_eq!(state(&store), before);
+}
+
+#[test]
+fn garbage_index_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, producer, lab) = populated(tmp.path(), small());
+    let before = state(&store);
+    drop(store);
+    let index = tmp.path().join("index");
+    fs::remove_dir_all(&index).unwrap();
+    fs::create_dir_all(index.join("blobs")).unwrap();
+    let junk: Vec<u8> = (0..10_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    for name in ["conf", "db", "snap.0000000000000000", "blobs/1"] {
+        fs::write(index.join(name), &junk).unwrap();
+    }
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
+    assert!(recovery.rebuilt);
+    assert_eq!(state(&store), before);
+    check_against(&store, &[&producer, &lab]);
+}
+
+#[test]
+fn torn_tail_is_truncated_and_the_rest_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mut producer, lab) = populated(tmp.path(), small());
+    let before = state(&store);
+    drop(store);
+    let seg = segment(tmp.path(), 0);
+    let len = fs::metadata(&seg).unwrap().len();
+    // A half-written frame: header announcing 500 bytes, 100 written.
+    let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+    let mut torn = vec![MAGIC_ENTRY];
+    torn.extend_from_slice(&500u32.to_le_bytes());
+    torn.extend_from_slice(&[9; 32 + 100]);
+    f.write_all(&torn).unwrap();
+    drop(f);
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
+    assert_eq!(recovery.truncated, torn.len() as u64);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len);
+    assert_eq!(state(&store), before);
+    check_against(&store, &[&producer, &lab]);
+    // The log goes on after the cut.
+    store.append(&batch(producer.anchors(2))).unwrap();
+    check_against(&store, &[&producer, &lab]);
+}
+
+#[test]
+fn torn_last_record_is_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut w = Writer::new("acme-rm", 1);
+    store.append(&batch(w.anchors(5))).unwrap();
+    let last = w.anchor();
+    store.append(&batch(vec![last.clone()])).unwrap();
+    drop(store);
+    let seg = segment(tmp.path(), 0);
+    let len = fs::metadata(&seg).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 10).unwrap();
+    drop(f);
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
+    // The index was ahead of the shortened log: rebuilt.
+    assert!(recovery.rebuilt);
+    assert_eq!(
+        recovery.truncated,
+        (FRAME_HEADER + last.bytes().len() - 10) as u64
+    );
+    assert_eq!(store.chain_size(&w.chain), 5);
+    assert_eq!(store.entry(&w.chain, 5).unwrap(), None);
+    // The lost entry can be written again.
+    store.append(&batch(vec![last])).unwrap();
+    w.bytes.truncate(6);
+    check_against(&store, &[&w]);
+}
+
+fn flip(path: &Path, at: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[at as usize] ^= 0x40;
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn corruption_before_the_tail_refuses_to_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, producer, _lab) = populated(tmp.path(), small());
+    drop(store);
+    // Inside the bytes of the first record (seq 0 of acme-rm at offset 0).
+    flip(&segment(tmp.path(), 0), FRAME_HEADER as u64 + 20);
+
+    // With the index intact, open does not re-read old frames, but reads and scans check them.
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let err = store.entry(&producer.chain, 0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Corrupt {
+                segment: 0,
+                offset: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        store.scan(|_| ControlFlow::Continue(())),
+        Err(StorageError::Corrupt {
+            segment: 0,
+            offset: 0,
+            ..
+        })
+    ));
+    drop(store);
+
+    // A rebuild meets it and refuses to start.
+    fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let err = Store::open(tmp.path(), small()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Corrupt {
+                segment: 0,
+                offset: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("segment 0 offset 0"), "{err}");
+}
+
+#[test]
+fn corruption_in_an_earlier_segment_refuses_to_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        segment_size: 2000,
+        ..small()
+    };
+    let store = Store::open(tmp.path(), options).unwrap();
+    let mut w = Writer::new("acme-rm", 1);
+    for _ in 0..20 {
+        store.append(&batch(w.anchors(2))).unwrap();
+    }
+    drop(store);
+    // Inside the second frame of segment 1.
+    let seg1 = segment(tmp.path(), 1);
+    let head = fs::read(&seg1).unwrap();
+    let first_len = u32::from_le_bytes(head[1..5].try_into().unwrap());
+    let second = (FRAME_HEADER as u32 + first_len) as u64;
+    flip(&seg1, second + FRAME_HEADER as u64 + 3);
+    fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let err = Store::open(tmp.path(), options).unwrap_err();
+    assert!(
+        matches!(err, StorageError::Corrupt { segment: 1, offset, .. } if offset == second),
+        "{err}"
+    );
+}
+
+#[test]
+fn damage_followed_by_intact_frames_in_the_last_segment_is_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut w = Writer::new("acme-rm", 1);
+    store.append(&batch(w.anchors(10))).unwrap();
+    drop(store);
+    let seg = segment(tmp.path(), 0);
+    let len = fs::metadata(&seg).unwrap().len();
+    flip(&seg, 2); // the length field of the first frame
+    fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let err = Store::open(tmp.path(), small()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Corrupt {
+                segment: 0,
+                offset: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len, "nothing truncated");
+}
+
+/// Frames a record as the store does.
+fn framed(magic: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![magic];
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(blake3::hash(bytes).as_bytes());
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[test]
+fn index_behind_the_segments_is_replayed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mut producer, mut lab) = populated(tmp.path(), small());
+    store.flush().unwrap();
+    drop(store);
+    // Records that reached the segment but not the index (a crash between fsync and sled).
+    let mut tail = Vec::new();
+    for e in producer.anchors(4).into_iter().chain(lab.anchors(3)) {
+        tail.extend(framed(MAGIC_ENTRY, e.bytes()));
+    }
+    let cp = producer.checkpoint(3);
+    tail.extend(framed(0xC1, cp.bytes()));
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(segment(tmp.path(), 0))
+        .unwrap();
+    f.write_all(&tail).unwrap();
+    drop(f);
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
+    assert!(!recovery.rebuilt, "{recovery:?}");
+    assert_eq!(recovery.replayed, 8);
+    assert_eq!(recovery.truncated, 0);
+    check_against(&store, &[&producer, &lab]);
+    assert_eq!(
+        store.latest_checkpoint(&producer.chain).unwrap(),
+        Some(cp.clone())
+    );
+    let replayed = state(&store);
+    drop(store);
+    let store = Store::reindex(tmp.path(), small()).unwrap();
+    assert_eq!(state(&store), replayed);
+}
+
+#[test]
+fn segments_rotate_at_the_configured_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        segment_size: 1500,
+        ..small()
+    };
+    let (store, mut producer, lab) = populated(tmp.path(), options);
+    store.append(&batch(producer.anchors(20))).unwrap();
+    for _ in 0..10 {
+        store.append(&batch(producer.anchors(1))).unwrap();
+    }
+    let segments = fs::read_dir(tmp.path().join("segments")).unwrap().count();
+    assert!(segments > 5, "{segments} segments");
+    // Only a single batch may exceed the limit.
+    for n in 0..segments as u32 {
+        let len = fs::metadata(segment(tmp.path(), n)).unwrap().len();
+        assert!(len > 0, "segment {n} is empty");
+    }
+    check_against(&store, &[&producer, &lab]);
+    let before = state(&store);
+    assert!(before.records.iter().any(|r| r.0 > 0));
+    drop(store);
+    let store = Store::open(tmp.path(), options).unwrap();
+    assert_eq!(state(&store), before);
+    drop(store);
+    let store = Store::reindex(tmp.path(), options).unwrap();
+    assert_eq!(state(&store), before);
+    check_against(&store, &[&producer, &lab]);
+}
+
+#[test]
+fn latest_checkpoint_is_the_newest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut w = Writer::new("acme-rm", 1);
+    assert_eq!(store.latest_checkpoint(&w.chain).unwrap(), None);
+    store.append(&batch(w.anchors(3))).unwrap();
+    let cp3 = w.checkpoint(10);
+    store
+        .append(&Batch {
+            entries: w.anchors(2),
+            checkpoints: vec![cp3.clone()],
+        })
+        .unwrap();
+    assert_eq!(store.latest_checkpoint(&w.chain).unwrap(), Some(cp3));
+    let cp5 = w.checkpoint(20);
+    let cp5_later = w.checkpoint(30);
+    store
+        .append(&Batch {
+            entries: Vec::new(),
+            checkpoints: vec![cp5, cp5_later.clone()],
+        })
+        .unwrap();
+    assert_eq!(
+        store.latest_checkpoint(&w.chain).unwrap(),
+        Some(cp5_later.clone())
+    );
+    // An older checkpoint arriving late (from a peer) does not replace it, but is kept.
+    let mut old = Writer::new("acme-rm", 1);
+    old.anchors(4);
+    let cp4 = old.checkpoint(40);
+    store
+        .append(&Batch {
+            entries: Vec::new(),
+            checkpoints: vec![cp4.clone()],
+        })
+        .unwrap();
+    assert_eq!(
+        store.latest_checkpoint(&w.chain).unwrap(),
+        Some(cp5_later.clone())
+    );
+    let mut kept = Vec::new();
+    store
+        .scan(|r| {
+            if r.kind == RecordType::Checkpoint {
+                kept.push(r.bytes.to_vec());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(kept.len(), 4);
+    assert_eq!(kept[3], cp4.bytes());
+    drop(store);
+    let store = Store::reindex(tmp.path(), small()).unwrap();
+    assert_eq!(store.latest_checkpoint(&w.chain).unwrap(), Some(cp5_later));
+}
+
+#[test]
+fn certificate_indexes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut producer = Writer::new("acme-rm", 1);
+    let mut lab = Writer::new("lab-01", 2);
+    let mut other = Writer::new("zeta-rm", 3);
+    let anchor = producer.anchor();
+    let a = producer.next(Record::BatchRegistered(certificate("GBW(E)082345", "B1")));
+    let b = producer.next(Record::BatchRegistered(certificate("GBW(E)082345", "B2")));
+    let c = other.next(Record::BatchRegistered(certificate("GBW 07406", "B1")));
+    let (ida, idb, idc) = (a.id(), b.id(), c.id());
+    let ship = producer.next(Record::Shipped(Shipped {
+        to: lab.chain.clone(),
+        cert: ida,
+        serials: serials("U0001..U0005"),
+    }));
+    let recv = lab.next(Record::Received(Received {
+        cert: ida,
+        from: producer.chain.clone(),
+        serials: serials("U0001..U0005"),
+    }));
+    let open = lab.next(Record::Opened(Opened {
+        cert: ida,
+        serial: "U0001".into(),
+    }));
+    store.append(&batch(vec![anchor, a, b])).unwrap();
+    store.append(&batch(vec![recv, c, ship, open])).unwrap();
+
+    let mut all = vec![ida, idb, idc];
+    all.sort();
+    assert_eq!(store.all_certificates().unwrap(), all);
+    assert_eq!(
+        store.certificate_events(&ida).unwrap(),
+        vec![
+            (producer.chain.clone(), 1),
+            (producer.chain.clone(), 3),
+            (lab.chain.clone(), 0),
+            (lab.chain.clone(), 1),
+        ]
+    );
+    assert_eq!(
+        store.certificate_events(&idb).unwrap(),
+        vec![(producer.chain.clone(), 2)]
+    );
+    assert_eq!(store.certificate_events(&EntryId([1; 32])).unwrap(), vec![]);
+    // By batch, then id.
+    assert_eq!(
+        store.certificates_by_code("GBW(E)082345", None).unwrap(),
+        vec![ida, idb]
+    );
+    // Lenient code input is normalised.
+    assert_eq!(
+        store
+            .certificates_by_code("gbw (E) 082345", Some("B2"))
+            .unwrap(),
+        vec![idb]
+    );
+    assert_eq!(
+        store.certificates_by_code("GBW07406", Some("B1")).unwrap(),
+        vec![idc]
+    );
+    assert!(
+        store
+            .certificates_by_code("GBW(E)082345", Some("B3"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.certificates_by_code("", None).unwrap().is_empty());
+    let before = state(&store);
+    drop(store);
+    let store = Store::reindex(tmp.path(), small()).unwrap();
+    assert_eq!(state(&store), before);
+}
+
+#[test]
+fn reads_run_while_appending() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(tmp.path(), small()).unwrap());
+    let mut w = Writer::new("acme-rm", 1);
+    store.append(&batch(w.anchors(1))).unwrap();
+    let chain = w.chain.clone();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut seen = 0;
+            while seen < 50 {
+                let size = store.chain_size(&chain);
+                let root = store.root(&chain, size).unwrap();
+                for i in 0..size {
+                    let p = store.inclusion_proof(&chain, i, size).unwrap();
+                    let leaf = Sha256::leaf(&store.entry(&chain, i).unwrap().unwrap());
+                    merkle::verify_inclusion::<Sha256>(i, size, &leaf, &p, &root.0).unwrap();
+                }
+                seen = size;
+            }
+        })
+    };
+    for _ in 0..49 {
+        store.append(&batch(w.anchors(1))).unwrap();
+    }
+    reader.join().unwrap();
+}
