@@ -2,6 +2,7 @@
 //! checkpoints, proofs, certificates and bundles, plus `/healthz`, `/metrics` and
 //! `/openapi.json`. Every byte format is the one in docs/format.md; docs/api.md describes each
 //! route. Errors are JSON `{error, field?, rule?, detail}` with the status the class implies.
+//! The HTML pages for people are rendered by `web` and routed here, from the same table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +31,7 @@ use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
 use crate::storage::StorageError;
+use crate::web;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -101,6 +103,27 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/healthz", "Liveness"),
     ("get", "/metrics", "Prometheus metrics"),
     ("get", "/openapi.json", "This API's OpenAPI document"),
+    (
+        "get",
+        "/",
+        "Web page (HTML, ?lang=zh|en): the federation, its members, chains and certificates",
+    ),
+    (
+        "get",
+        "/c/{id}",
+        "Web page (HTML): a certificate's status, values, verifications, units, timeline, QR code and proof",
+    ),
+    (
+        "get",
+        "/c/{id}/u/{serial}",
+        "Web page (HTML): one unit's stage, holder and events",
+    ),
+    (
+        "get",
+        "/findings",
+        "Web page (HTML): the node's audit findings",
+    ),
+    ("get", "/static/style.css", "The web pages' stylesheet"),
 ];
 
 /// A route's path, checked (in debug builds and tests) to be in [`ROUTES`], so a route can't
@@ -139,7 +162,12 @@ pub fn router(state: AppState) -> Router {
         .route(documented("/healthz"), get(|| async { "ok\n" }))
         .route(documented("/metrics"), get(metrics))
         .route(documented("/openapi.json"), get(openapi))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .route(documented("/"), get(web::home))
+        .route(documented("/c/{id}"), get(web::certificate))
+        .route(documented("/c/{id}/u/{serial}"), get(web::unit))
+        .route(documented("/findings"), get(web::findings))
+        .route(documented("/static/style.css"), get(web::stylesheet))
+        .fallback(fallback)
         .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -163,6 +191,15 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Unknown paths: the HTML 404 page for a browser, the JSON error for everyone else.
+async fn fallback(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
+    if web::wants_html(&headers) {
+        web::fallback_page(&state, &headers, &uri)
+    } else {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response()
+    }
 }
 
 async fn count_status(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -196,6 +233,11 @@ impl ApiError {
             rule: None,
             detail: detail.into(),
         }
+    }
+
+    /// The human-readable explanation.
+    pub fn detail(&self) -> &str {
+        &self.detail
     }
 
     fn bad_request(detail: impl Into<String>) -> Self {

@@ -4,7 +4,8 @@
 //! Modules: `config` (node.toml), `keys` (the organisation's key file), `init` (creating a
 //! node's directory), `storage` (the only module that knows about files and sled), `ledger`
 //! (membership and certificate state derived from the store), `append` (validation, signing,
-//! group commit), `metrics` (Prometheus counters).
+//! group commit), `metrics` (Prometheus counters), `api` (the HTTP API) and `web` (the HTML
+//! pages for people).
 
 pub mod api;
 pub mod append;
@@ -15,3 +16,4 @@ pub mod keys;
 pub mod ledger;
 pub mod metrics;
 pub mod storage;
+pub mod web;

@@ -18,6 +18,7 @@ fn concrete(path: &str) -> String {
     path.replace("{chain}", "jxim")
         .replace("{seq}", "0")
         .replace("{id}", &"0".repeat(64))
+        .replace("{serial}", "S-0001")
 }
 
 #[tokio::test]
