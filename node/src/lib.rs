@@ -2,9 +2,16 @@
 //! its own organisation's entries and serves the ledger.
 //!
 //! Modules: `config` (node.toml), `keys` (the organisation's key file), `init` (creating a
-//! node's directory), `storage` (the only module that knows about files and sled).
+//! node's directory), `storage` (the only module that knows about files and sled), `ledger`
+//! (membership and certificate state derived from the store), `append` (validation, signing,
+//! group commit), `metrics` (Prometheus counters).
 
+pub mod api;
+pub mod append;
 pub mod config;
+pub mod fsck;
 pub mod init;
 pub mod keys;
+pub mod ledger;
+pub mod metrics;
 pub mod storage;

@@ -5,9 +5,19 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rmledger_node::api::{AppState, serve as serve_api};
+use rmledger_node::append::Writer;
+use rmledger_node::config::Config;
+use rmledger_node::fsck::fsck;
 use rmledger_node::init::{FederationChoice, InitOptions, init};
+use rmledger_node::keys;
+use rmledger_node::ledger::Ledger;
+use rmledger_node::metrics::Metrics;
+use rmledger_node::storage::{Store, StoreOptions};
+use rmledger_schema::federation::Genesis;
 use rmledger_schema::ids::OrgId;
 use rmledger_schema::records::Role;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +32,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node: serve the API and sign this organisation's entries.
+    Run {
+        /// The node's configuration file.
+        #[arg(long, default_value = "node.toml")]
+        config: PathBuf,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Re-verify every stored chain, tree and checkpoint; report the first problem.
+    Fsck {
+        #[arg(long, default_value = "node.toml")]
+        config: PathBuf,
+    },
+    /// Rebuild every derived index from the chains' segment files.
+    Reindex {
+        #[arg(long, default_value = "node.toml")]
+        config: PathBuf,
+    },
     /// Create a node directory: the organisation's key (0600), the genesis and node.toml.
     Init {
         /// The node directory to create.
@@ -60,6 +89,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn parse_role(text: &str) -> Result<Role, String> {
     Role::ALL
         .into_iter()
@@ -90,6 +125,42 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run { config, log_format } => {
+            init_tracing(log_format);
+            let config = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(config))
+        }
+        Command::Fsck { config } => {
+            let config = Config::load(&config)?;
+            let genesis = read_genesis(&config)?;
+            let store = Store::open(config.data_dir.clone(), StoreOptions::default())
+                .context("opening the store (is the node running? stop it first)")?;
+            match fsck(&store, &genesis) {
+                Ok(report) => {
+                    println!(
+                        "fsck: ok — {} entries on {} chains, {} checkpoints verified",
+                        report.entries,
+                        report.chains.len(),
+                        report.checkpoints
+                    );
+                    Ok(())
+                }
+                Err(problem) => anyhow::bail!("fsck: {problem}"),
+            }
+        }
+        Command::Reindex { config } => {
+            let config = Config::load(&config)?;
+            let store = Store::reindex(config.data_dir.clone(), StoreOptions::default())
+                .context("rebuilding the index (is the node running? stop it first)")?;
+            println!(
+                "reindex: rebuilt the index of {} chains",
+                store.chains().len()
+            );
+            Ok(())
+        }
         Command::Init {
             dir,
             org,
@@ -148,4 +219,105 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,sled=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn read_genesis(config: &Config) -> anyhow::Result<Genesis> {
+    let bytes = std::fs::read(&config.genesis_file)
+        .with_context(|| format!("reading {}", config.genesis_file.display()))?;
+    Genesis::decode(&bytes)
+        .with_context(|| format!("{} is not a valid genesis", config.genesis_file.display()))
+}
+
+/// Opens the store and ledger, starts the writer and serves until SIGTERM or Ctrl-C; then
+/// finishes queued writes and flushes.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let key = keys::read(&config.key_file)?;
+    let genesis = read_genesis(&config)?;
+    let org = OrgId::new(&config.org)?;
+    let store_dir = config.data_dir.clone();
+    let (store, recovery) = tokio::task::spawn_blocking(move || {
+        Store::open_with_recovery(store_dir, StoreOptions::default())
+    })
+    .await?
+    .context("opening the store")?;
+    if recovery.rebuilt || recovery.replayed > 0 || recovery.truncated > 0 {
+        tracing::warn!(
+            rebuilt = recovery.rebuilt,
+            replayed = recovery.replayed,
+            truncated_bytes = recovery.truncated,
+            "recovered the store"
+        );
+    }
+    let store = Arc::new(store);
+    let ledger = Arc::new(
+        Ledger::open(store.clone(), genesis, org.clone()).context("checking the stored chains")?,
+    );
+    {
+        let membership = ledger.membership();
+        let enrolled = membership
+            .key(&rmledger_schema::cose::key_id(&key.verifying_key()))
+            .is_some_and(|(m, _)| m.org == org);
+        if !enrolled {
+            tracing::warn!(%org, "this node's key is not enrolled for its organisation yet; writes will be refused until the registrar's enrolment is replicated");
+        }
+    }
+    let metrics = Arc::new(Metrics::default());
+    let (writer, writer_task) = Writer::spawn(ledger.clone(), key, metrics.clone());
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%org, federation = %ledger.genesis().id(), %address, "listening");
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "rmledger-node listening on http://{address}")?;
+        stdout.flush()?;
+    }
+    let state = AppState {
+        ledger: ledger.clone(),
+        writer,
+        config: Arc::new(config),
+        metrics,
+    };
+    serve_api(listener, state, shutdown_signal()).await?;
+    // The router (and every writer handle) is gone: the writer drains its queue and ends.
+    writer_task.await?;
+    store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
 }

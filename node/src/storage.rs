@@ -704,6 +704,10 @@ impl<'a> Indexer<'a> {
             k.push(0);
             k.extend_from_slice(id.as_bytes());
             self.batch.insert(k, EMPTY);
+            // A registration that supersedes another certificate is part of that one's life too.
+            if let Some(superseded) = &certificate.supersedes {
+                events.push(superseded);
+            }
         }
         if let Some(cert) = entry.record().certificate() {
             events.push(cert);
@@ -1222,6 +1226,16 @@ impl Store {
     /// Number of entries of `chain` (0 when unknown).
     pub fn chain_size(&self, chain: &OrgId) -> u64 {
         lock(&self.chains).get(chain).map_or(0, ChainMeta::size)
+    }
+
+    /// The chain's Merkle frontier (empty when the store holds no entry of it), so a writer can
+    /// compute the root a batch will produce before appending it.
+    pub fn frontier(&self, chain: &OrgId) -> rmledger_schema::merkle::Frontier {
+        lock(&self.chains)
+            .get(chain)
+            .map_or_else(rmledger_schema::merkle::Frontier::new, |meta| {
+                meta.frontier.clone()
+            })
     }
 
     /// The chain's info (`None` when the store holds no entry of it).

@@ -1,0 +1,673 @@
+//! The HTTP API under `/v1`: writes through `POST /v1/records`, reads of chains, entries,
+//! checkpoints, proofs, certificates and bundles, plus `/healthz`, `/metrics` and
+//! `/openapi.json`. Every byte format is the one in docs/format.md; docs/api.md describes each
+//! route. Errors are JSON `{error, field?, rule?, detail}` with the status the class implies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rmledger_schema::bundle::{Bundle, BundleEntry};
+use rmledger_schema::cbor::{Writer as CborWriter, major};
+use rmledger_schema::ids::{CertificateId, OrgId};
+use rmledger_schema::records::{Blob, Record};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::append::{WriteError, Writer, now_unix_ms, rule_status};
+use crate::config::Config;
+use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
+use crate::storage::StorageError;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub writer: Writer,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes, for the router and for `/openapi.json` (one table, so they cannot drift).
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "post",
+        "/v1/records",
+        "Submit a record (JSON) as an operator: validated, signed, appended durably",
+    ),
+    (
+        "get",
+        "/v1/federation",
+        "The federation: id, name, registrar and genesis (base64)",
+    ),
+    (
+        "get",
+        "/v1/members",
+        "Members with roles and keys (validity windows)",
+    ),
+    ("get", "/v1/chains", "Every chain held: size, head and root"),
+    (
+        "get",
+        "/v1/chains/{chain}/entries",
+        "A page of a chain's entries (?from, ?limit): a CBOR array of entry bytes",
+    ),
+    (
+        "get",
+        "/v1/chains/{chain}/entries/{seq}",
+        "One entry's exact bytes (CBOR)",
+    ),
+    (
+        "get",
+        "/v1/chains/{chain}/checkpoint",
+        "The chain's latest signed checkpoint (COSE_Sign1 bytes)",
+    ),
+    (
+        "get",
+        "/v1/chains/{chain}/proof/inclusion",
+        "RFC 9162 inclusion proof (?index, ?size)",
+    ),
+    (
+        "get",
+        "/v1/chains/{chain}/proof/consistency",
+        "RFC 9162 consistency proof (?from, ?to)",
+    ),
+    (
+        "get",
+        "/v1/certificates",
+        "Certificates, by RM code and batch (?code, ?batch)",
+    ),
+    (
+        "get",
+        "/v1/certificates/{id}",
+        "A certificate's state, values, verifications, units and timeline",
+    ),
+    (
+        "get",
+        "/v1/certificates/{id}/bundle",
+        "A proof bundle for offline verification (CBOR)",
+    ),
+    ("get", "/healthz", "Liveness"),
+    ("get", "/metrics", "Prometheus metrics"),
+    ("get", "/openapi.json", "This API's OpenAPI document"),
+];
+
+/// Builds the router with its limits: body size, request time, panics turned into 500s,
+/// tokens hidden from traces.
+pub fn router(state: AppState) -> Router {
+    let limits = state.config.limits.clone();
+    Router::new()
+        .route("/v1/records", post(post_record))
+        .route("/v1/federation", get(federation))
+        .route("/v1/members", get(members))
+        .route("/v1/chains", get(chains))
+        .route("/v1/chains/{chain}/entries", get(entries))
+        .route("/v1/chains/{chain}/entries/{seq}", get(entry))
+        .route("/v1/chains/{chain}/checkpoint", get(checkpoint))
+        .route("/v1/chains/{chain}/proof/inclusion", get(inclusion))
+        .route("/v1/chains/{chain}/proof/consistency", get(consistency))
+        .route("/v1/certificates", get(certificates))
+        .route("/v1/certificates/{id}", get(certificate))
+        .route("/v1/certificates/{id}/bundle", get(bundle))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), count_status))
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(limits.request_timeout_ms),
+        ))
+        .layer(CatchPanicLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+        .with_state(state)
+}
+
+/// Serves on a bound listener until `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn count_status(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.metrics.observe_http(response.status().as_u16());
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/// The JSON error every route returns.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    status: StatusCode,
+    error: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
+    detail: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            field: None,
+            rule: None,
+            detail: detail.into(),
+        }
+    }
+
+    fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed", detail)
+    }
+
+    fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the node failed; see its log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(&self)).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        Self::internal(e)
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        let detail = e.to_string();
+        match e {
+            WriteError::Invalid(r) => Self {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: "invalid",
+                field: Some(r.field),
+                rule: Some(r.rule),
+                detail,
+            },
+            WriteError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", detail),
+            WriteError::Rule(rule) => {
+                let status =
+                    StatusCode::from_u16(rule_status(&rule)).unwrap_or(StatusCode::CONFLICT);
+                let error = match status {
+                    StatusCode::NOT_FOUND => "not_found",
+                    StatusCode::FORBIDDEN => "forbidden",
+                    _ => "conflict",
+                };
+                Self {
+                    status,
+                    error,
+                    field: None,
+                    rule: Some(rule.rule.to_owned()),
+                    detail,
+                }
+            }
+            WriteError::Membership(_) => Self {
+                status: StatusCode::CONFLICT,
+                error: "conflict",
+                field: None,
+                rule: Some("membership".into()),
+                detail,
+            },
+            WriteError::UnknownCertificate(_) => Self {
+                status: StatusCode::NOT_FOUND,
+                error: "not_found",
+                field: Some("cert".into()),
+                rule: Some("unknown-certificate".into()),
+                detail,
+            },
+            WriteError::Storage(_) => Self::internal(detail),
+            WriteError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            }
+        }
+    }
+}
+
+fn org_path(chain: &str) -> Result<OrgId, ApiError> {
+    OrgId::new(chain).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn cert_path(id: &str) -> Result<CertificateId, ApiError> {
+    CertificateId::from_hex(id).map_err(|e| ApiError {
+        field: Some("id".into()),
+        ..ApiError::bad_request(e.to_string())
+    })
+}
+
+fn cbor_response(bytes: Vec<u8>, content_type: &'static str) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        bytes,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes.
+
+async fn post_record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let operator = authenticate(&state.config, &headers)?;
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the body is larger than {} bytes",
+                    state.config.limits.max_body_bytes
+                ),
+            )
+        } else {
+            ApiError::bad_request(rejection.body_text())
+        }
+    })?;
+    let record = parse_record(&body)?;
+    let appended = state.writer.submit(operator, record).await?;
+    Ok((StatusCode::CREATED, Json(appended)).into_response())
+}
+
+fn authenticate(config: &Config, headers: &HeaderMap) -> Result<String, ApiError> {
+    let unauthorized =
+        |detail: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("the Authorization header must be: Bearer <token>"))?;
+    config
+        .operator_for_token(token.trim())
+        .map(|op| op.name.clone())
+        .ok_or_else(|| unauthorized("unknown operator token"))
+}
+
+/// Parses a JSON record, naming the field that is wrong.
+fn parse_record(body: &[u8]) -> Result<Record, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let record: Record = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let detail = e.inner().to_string();
+        ApiError {
+            field: (path != ".").then_some(path),
+            ..ApiError::bad_request(format!(
+                "the record is not valid JSON of a record: {detail}"
+            ))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::bad_request(format!("trailing data after the record: {e}")))?;
+    Ok(record)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads.
+
+async fn federation(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let genesis = state.ledger.genesis();
+    Json(json!({
+        "federation_id": genesis.id(),
+        "name": genesis.body().name,
+        "registrar": genesis.registrar(),
+        "utc_offset_minutes": genesis.body().utc_offset_minutes,
+        "genesis": data_encoding::BASE64.encode(genesis.bytes()),
+    }))
+}
+
+async fn members(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let now = now_unix_ms();
+    let membership = state.ledger.membership();
+    let members: Vec<_> = membership
+        .members()
+        .map(|m| {
+            json!({
+                "org": m.org,
+                "name": m.name,
+                "roles": m.roles,
+                "suspended": m.suspended_at(now),
+                "keys": m.keys.iter().map(|k| json!({
+                    "kid": k.kid,
+                    "public_key": k.public_key,
+                    "valid_from": k.valid_from,
+                    "revoked_from": k.revoked_from,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!(members))
+}
+
+async fn chains(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let chains: Vec<_> = state
+        .ledger
+        .store()
+        .chains()
+        .into_iter()
+        .map(|c| json!({"chain": c.chain, "size": c.size, "head": c.head, "root": c.root}))
+        .collect();
+    Json(json!(chains))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn entries(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Response, ApiError> {
+    let chain = org_path(&chain)?;
+    let max = state.config.limits.max_page_entries;
+    let limit = page.limit.unwrap_or(max).min(max);
+    let list = state
+        .ledger
+        .store()
+        .entries(&chain, page.from.unwrap_or(0), limit)?;
+    let mut w = CborWriter::new();
+    w.head(major::ARRAY, list.len() as u64);
+    for bytes in &list {
+        w.bytes(bytes);
+    }
+    Ok(cbor_response(w.into_bytes(), "application/cbor"))
+}
+
+async fn entry(
+    State(state): State<AppState>,
+    Path((chain, seq)): Path<(String, u64)>,
+) -> Result<Response, ApiError> {
+    let chain = org_path(&chain)?;
+    let bytes = state
+        .ledger
+        .store()
+        .entry(&chain, seq)?
+        .ok_or_else(|| ApiError::not_found(format!("{chain} has no entry {seq}")))?;
+    Ok(cbor_response(bytes, "application/cbor"))
+}
+
+async fn checkpoint(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+) -> Result<Response, ApiError> {
+    let chain = org_path(&chain)?;
+    let checkpoint = state
+        .ledger
+        .store()
+        .latest_checkpoint(&chain)?
+        .ok_or_else(|| ApiError::not_found(format!("no checkpoint of {chain}")))?;
+    Ok(cbor_response(
+        checkpoint.bytes().to_vec(),
+        "application/cose; cose-type=\"cose-sign1\"",
+    ))
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: Option<u64>,
+}
+
+fn hexes(path: &[[u8; 32]]) -> Vec<String> {
+    path.iter()
+        .map(|h| data_encoding::HEXLOWER.encode(h))
+        .collect()
+}
+
+async fn inclusion(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    query: Result<Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chain = org_path(&chain)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let store = state.ledger.store();
+    let chain_size = store.chain_size(&chain);
+    let size = q.size.unwrap_or(chain_size);
+    if size == 0 || size > chain_size || q.index >= size {
+        return Err(ApiError::not_found(format!(
+            "{chain} holds {chain_size} entries; no proof for index {} at size {size}",
+            q.index
+        )));
+    }
+    let path = store.inclusion_proof(&chain, q.index, size)?;
+    let leaf =
+        rmledger_schema::entry::leaf_hash(&store.entry(&chain, q.index)?.unwrap_or_default());
+    Ok(Json(json!({
+        "index": q.index, "size": size, "leaf_hash": leaf, "root": store.root(&chain, size)?, "path": hexes(&path),
+    })))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+async fn consistency(
+    State(state): State<AppState>,
+    Path(chain): Path<String>,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let chain = org_path(&chain)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let store = state.ledger.store();
+    let chain_size = store.chain_size(&chain);
+    let to = q.to.unwrap_or(chain_size);
+    if q.from == 0 || q.from > to || to > chain_size {
+        return Err(ApiError::not_found(format!(
+            "{chain} holds {chain_size} entries; no proof from {} to {to} (from must be ≥ 1)",
+            q.from
+        )));
+    }
+    let path = store.consistency_proof(&chain, q.from, to)?;
+    Ok(Json(json!({
+        "from": q.from, "to": to, "root_from": store.root(&chain, q.from)?, "root_to": store.root(&chain, to)?, "path": hexes(&path),
+    })))
+}
+
+#[derive(Deserialize)]
+struct CertificateQuery {
+    code: Option<String>,
+    batch: Option<String>,
+}
+
+async fn certificates(
+    State(state): State<AppState>,
+    Query(q): Query<CertificateQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.ledger.store();
+    let ids = match &q.code {
+        Some(code) => store.certificates_by_code(code, q.batch.as_deref())?,
+        None => store.all_certificates()?,
+    };
+    let now = now_unix_ms();
+    let offset = state.ledger.utc_offset_minutes();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids.iter().take(1000) {
+        if let Some(cert) = state.ledger.certificate(id)? {
+            let current = &cert.current().certificate;
+            out.push(json!({
+                "id": id, "code": current.code, "batch": current.batch, "name": current.name,
+                "producer": cert.producer, "status": cert.status_at(now, offset),
+            }));
+        }
+    }
+    Ok(Json(json!(out)))
+}
+
+async fn certificate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = cert_path(&id)?;
+    let cert = state.ledger.certificate(&id)?.ok_or_else(|| {
+        ApiError::not_found(format!("certificate {id} is not known to this node"))
+    })?;
+    let now = now_unix_ms();
+    let offset = state.ledger.utc_offset_minutes();
+    Ok(Json(json!({
+        "id": id,
+        "status": cert.status_at(now, offset),
+        "expiry_unix_ms": cert.current().expiry_unix_ms(offset),
+        "state": &*cert,
+    })))
+}
+
+async fn bundle(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = cert_path(&id)?;
+    let bundle = build_bundle(&state.ledger, &id)?;
+    let bytes = bundle.encode().map_err(ApiError::internal)?;
+    Ok(cbor_response(bytes, "application/cbor"))
+}
+
+/// Every stored entry of the certificate's life with a receipt against its chain's latest
+/// checkpoint, and the registrar chain up to its latest checkpoint. Entries newer than their
+/// chain's checkpoint cannot be proven yet and are left out.
+pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiError> {
+    let store = ledger.store();
+    let events = store.certificate_events(id)?;
+    if events.is_empty() {
+        return Err(ApiError::not_found(format!(
+            "certificate {id} is not known to this node"
+        )));
+    }
+    let mut checkpoints = std::collections::HashMap::new();
+    let mut entries = Vec::with_capacity(events.len());
+    for (chain, seq) in events {
+        if !checkpoints.contains_key(&chain) {
+            checkpoints.insert(chain.clone(), store.latest_checkpoint(&chain)?);
+        }
+        let Some(checkpoint) = &checkpoints[&chain] else {
+            continue;
+        };
+        let size = checkpoint.body().size;
+        if seq >= size {
+            continue;
+        }
+        let bytes = store
+            .entry(&chain, seq)?
+            .ok_or_else(|| ApiError::internal(format!("{chain}/{seq} missing")))?;
+        let path = store.inclusion_proof(&chain, seq, size)?;
+        entries.push(BundleEntry {
+            entry: Blob(bytes),
+            receipt: Blob(checkpoint.receipt(seq, &path)),
+        });
+    }
+    let registrar = ledger.genesis().registrar();
+    let registrar_checkpoint = store.latest_checkpoint(registrar)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this node holds no checkpoint of the registrar's chain yet",
+        )
+    })?;
+    let registrar_entries = store.entries(
+        registrar,
+        0,
+        usize::try_from(registrar_checkpoint.body().size).unwrap_or(usize::MAX),
+    )?;
+    Ok(Bundle {
+        version: 1,
+        cert: *id,
+        anchors: Vec::new(),
+        entries,
+        genesis: Blob(ledger.genesis().bytes().to_vec()),
+        registrar: registrar_entries.into_iter().map(Blob).collect(),
+        registrar_checkpoint: Blob(registrar_checkpoint.bytes().to_vec()),
+    })
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(state.ledger.store());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The OpenAPI document, generated from [`ROUTES`].
+pub fn openapi_document() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary) in ROUTES {
+        let params: Vec<_> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[*method] = json!({
+            "summary": summary,
+            "parameters": params,
+            "responses": {"200": {"description": "success"}, "default": {"description": "error: {error, field?, rule?, detail}"}},
+        });
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "rmledger node API", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+    })
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(openapi_document())
+}
