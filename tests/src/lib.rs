@@ -251,75 +251,11 @@ impl TestNode {
     /// Starts the node and waits for `rmledger-node listening on http://…` on stdout.
     pub fn try_start(&mut self) -> Result<(), StartError> {
         assert!(self.child.is_none(), "the node is already running");
-        let log_path = self.stderr_log();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("stderr log");
-        let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let config = self.config_file();
-        let mut child = Command::new(node_binary())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn rmledger-node run");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut sent = false;
-            while let Some(Ok(line)) = lines.next() {
-                if !sent {
-                    sent = tx.send(line).is_ok();
-                } else {
-                    eprintln!("rmledger-node stdout (unexpected): {line}");
-                }
-            }
-        });
-        let stderr_since = |path: &Path| read_from(path, log_start);
-        match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => {
-                let Some(url) = line.strip_prefix("rmledger-node listening on ") else {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("unexpected first stdout line from rmledger-node run: {line:?}");
-                };
-                let url = url.trim().trim_end_matches('/').to_owned();
-                assert!(
-                    url.starts_with("http://127.0.0.1:"),
-                    "the node must listen on 127.0.0.1 only: {url}"
-                );
-                self.api = Some(Api::new(&url, self.token()));
-                self.url = Some(url);
-                self.child = Some(child);
-                Ok(())
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                // stdout closed without a line: the process is exiting.
-                let status = wait_timeout(&mut child, Duration::from_secs(10));
-                if status.is_none() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-                Err(StartError {
-                    status,
-                    stderr: stderr_since(&log_path),
-                })
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(StartError {
-                    status: None,
-                    stderr: stderr_since(&log_path),
-                })
-            }
-        }
+        let (child, url) = spawn_run(&self.config_file(), &self.stderr_log())?;
+        self.api = Some(Api::new(&url, self.token()));
+        self.url = Some(url);
+        self.child = Some(child);
+        Ok(())
     }
 
     /// SIGTERM, then waits for the exit (panics after [`STOP_TIMEOUT`]).
@@ -373,6 +309,12 @@ impl TestNode {
         node_command(&["fsck", "--config", path_str(&self.config_file())])
     }
 
+    /// `rmledger-node fsck` against the store of the running node (which holds its lock).
+    pub fn fsck_while_running(&self) -> std::process::Output {
+        assert!(self.child.is_some(), "the node is not running");
+        node_command(&["fsck", "--config", path_str(&self.config_file())])
+    }
+
     /// `rmledger-node reindex --config node.toml` (the node must be stopped).
     pub fn reindex(&self) -> std::process::Output {
         assert!(self.child.is_none(), "stop the node before reindex");
@@ -409,6 +351,75 @@ impl Drop for TestNode {
             && let Some(root) = self.root.take()
         {
             eprintln!("kept {}", root.keep().display());
+        }
+    }
+}
+
+/// Spawns `rmledger-node run --config CONFIG` with stderr appended to `log_path` and waits for
+/// its listening line: the child and the base URL, or why it did not come up. Used by
+/// [`TestNode::try_start`], and directly to try a second process on one node directory.
+pub fn spawn_run(config: &Path, log_path: &Path) -> Result<(Child, String), StartError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("stderr log");
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut child = Command::new(node_binary())
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn rmledger-node run");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut sent = false;
+        while let Some(Ok(line)) = lines.next() {
+            if !sent {
+                sent = tx.send(line).is_ok();
+            } else {
+                eprintln!("rmledger-node stdout (unexpected): {line}");
+            }
+        }
+    });
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(line) => {
+            let Some(url) = line.strip_prefix("rmledger-node listening on ") else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("unexpected first stdout line from rmledger-node run: {line:?}");
+            };
+            let url = url.trim().trim_end_matches('/').to_owned();
+            assert!(
+                url.starts_with("http://127.0.0.1:"),
+                "the node must listen on 127.0.0.1 only: {url}"
+            );
+            Ok((child, url))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // stdout closed without a line: the process is exiting.
+            let status = wait_timeout(&mut child, Duration::from_secs(10));
+            if status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Err(StartError {
+                status,
+                stderr: read_from(log_path, log_start),
+            })
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(StartError {
+                status: None,
+                stderr: read_from(log_path, log_start),
+            })
         }
     }
 }
