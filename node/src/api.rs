@@ -103,26 +103,42 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/openapi.json", "This API's OpenAPI document"),
 ];
 
+/// A route's path, checked (in debug builds and tests) to be in [`ROUTES`], so a route can't
+/// be served without being documented in `/openapi.json`.
+fn documented(path: &'static str) -> &'static str {
+    debug_assert!(
+        ROUTES.iter().any(|(_, p, _)| *p == path),
+        "route {path} is not in api::ROUTES"
+    );
+    path
+}
+
 /// Builds the router with its limits: body size, request time, panics turned into 500s,
 /// tokens hidden from traces.
 pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
     Router::new()
-        .route("/v1/records", post(post_record))
-        .route("/v1/federation", get(federation))
-        .route("/v1/members", get(members))
-        .route("/v1/chains", get(chains))
-        .route("/v1/chains/{chain}/entries", get(entries))
-        .route("/v1/chains/{chain}/entries/{seq}", get(entry))
-        .route("/v1/chains/{chain}/checkpoint", get(checkpoint))
-        .route("/v1/chains/{chain}/proof/inclusion", get(inclusion))
-        .route("/v1/chains/{chain}/proof/consistency", get(consistency))
-        .route("/v1/certificates", get(certificates))
-        .route("/v1/certificates/{id}", get(certificate))
-        .route("/v1/certificates/{id}/bundle", get(bundle))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+        .route(documented("/v1/records"), post(post_record))
+        .route(documented("/v1/federation"), get(federation))
+        .route(documented("/v1/members"), get(members))
+        .route(documented("/v1/chains"), get(chains))
+        .route(documented("/v1/chains/{chain}/entries"), get(entries))
+        .route(documented("/v1/chains/{chain}/entries/{seq}"), get(entry))
+        .route(documented("/v1/chains/{chain}/checkpoint"), get(checkpoint))
+        .route(
+            documented("/v1/chains/{chain}/proof/inclusion"),
+            get(inclusion),
+        )
+        .route(
+            documented("/v1/chains/{chain}/proof/consistency"),
+            get(consistency),
+        )
+        .route(documented("/v1/certificates"), get(certificates))
+        .route(documented("/v1/certificates/{id}"), get(certificate))
+        .route(documented("/v1/certificates/{id}/bundle"), get(bundle))
+        .route(documented("/healthz"), get(|| async { "ok\n" }))
+        .route(documented("/metrics"), get(metrics))
+        .route(documented("/openapi.json"), get(openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
