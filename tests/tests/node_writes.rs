@@ -286,7 +286,8 @@ async fn a_certificate_life_and_its_refusals() {
     .await;
 
     // Suspend, refuse a second suspension and shipping while suspended, reinstate.
-    api.write(&records::suspend(cert, "Cd drift under investigation"))
+    let suspended = api
+        .write(&records::suspend(cert, "Cd drift under investigation"))
         .await;
     refused_rule(
         &api,
@@ -304,7 +305,8 @@ async fn a_certificate_life_and_its_refusals() {
         "certificate-suspended",
     )
     .await;
-    api.write(&records::reinstate(cert, "drift not confirmed"))
+    let reinstated = api
+        .write(&records::reinstate(cert, "drift not confirmed"))
         .await;
     refused_rule(
         &api,
@@ -341,15 +343,49 @@ async fn a_certificate_life_and_its_refusals() {
     let state = api
         .get_json(&format!("/v1/certificates/{}", cert.to_hex()))
         .await;
-    let text = state.to_string();
-    assert!(text.contains("recalled"), "status after recall: {state}");
-    for written in [&registered, &verified, &shipped, &recalled] {
-        assert!(
-            text.contains(&written.id),
-            "the timeline names entry {}: {state}",
-            written.id
+    assert_eq!(state["id"].as_str(), Some(cert.to_hex().as_str()));
+    assert_eq!(state["status"].as_str(), Some("recalled"), "{state}");
+    let life = &state["state"];
+    let timeline: Vec<(&str, &str)> = life["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["entry"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        timeline,
+        vec![
+            ("BatchRegistered", registered.id.as_str()),
+            ("ValueVerification", verified.id.as_str()),
+            ("Shipped", shipped.id.as_str()),
+            ("Suspended", suspended.id.as_str()),
+            ("Reinstated", reinstated.id.as_str()),
+            ("Recalled", recalled.id.as_str()),
+        ],
+        "the timeline names each accepted entry, in order"
+    );
+    assert_eq!(life["revisions"].as_array().map(Vec::len), Some(1));
+    let verification = &life["verifications"][0];
+    assert_eq!(verification["entry"].as_str(), Some(verified.id.as_str()));
+    assert_eq!(verification["comparison"]["verdict"].as_str(), Some("pass"));
+    let en = verification["comparison"]["en"].as_f64().expect("En");
+    assert!(
+        (en - 0.894).abs() < 0.001,
+        "En = 0.02 / sqrt(0.01² + 0.02²): {en}"
+    );
+    assert_eq!(life["units"].as_object().map(|u| u.len()), Some(100));
+    for serial in ["S-0001", "S-0002", "S-0003"] {
+        assert_eq!(
+            life["units"][serial]["shipped_to"].as_str(),
+            Some("nclab"),
+            "{serial}"
         );
     }
+    assert!(life["units"]["S-0004"]["shipped_to"].is_null());
+    assert_eq!(
+        life["recalled"]["entry"].as_str(),
+        Some(recalled.id.as_str())
+    );
     let listed = api
         .get_json("/v1/certificates?code=GBW(E)082345&batch=2026-001")
         .await;
@@ -450,4 +486,90 @@ async fn service_routes() {
         404,
         "not_found",
     );
+}
+
+/// Posts `record` from `n` tasks at once; returns the statuses and the rules of refusals.
+async fn race(api: &Api, record: &Value, n: usize) -> (Vec<u16>, Vec<Option<String>>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (api, record) = (api.clone(), record.clone());
+        tasks.spawn(async move { api.post_record(&record).await });
+    }
+    let (mut statuses, mut rules) = (Vec::new(), Vec::new());
+    while let Some(resp) = tasks.join_next().await {
+        let resp = resp.expect("racing writer");
+        statuses.push(resp.status);
+        if resp.status != 201 {
+            rules.push(
+                serde_json::from_slice::<ApiError>(&resp.body)
+                    .ok()
+                    .and_then(|e| e.rule),
+            );
+        }
+    }
+    (statuses, rules)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writes_are_judged_one_after_another() {
+    let node = TestNode::started();
+    let api = node.api().clone();
+    let federation = testkit::TestFederation::with_members();
+    let enrol_nclab = federation
+        .chain("jxim")
+        .iter()
+        .find_map(|e| match e.record() {
+            Record::Enrol(enrol) if enrol.org.as_str() == "nclab" => Some(enrol.clone()),
+            _ => None,
+        })
+        .expect("testkit enrols nclab");
+    api.write(&json(Record::Enrol(enrol_nclab))).await;
+
+    // Eight identical registrations at once: one is the registration, the rest duplicates.
+    let (statuses, rules) = race(&api, &records::register(records::soil("2026-009")), 8).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "exactly one registration is accepted: {statuses:?} {rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.as_deref() == Some("duplicate-registration")),
+        "{statuses:?} {rules:?}"
+    );
+    let listed = api
+        .get_json("/v1/certificates?code=GBW(E)082345&batch=2026-009")
+        .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let cert = EntryId::from_hex(listed[0]["id"].as_str().unwrap()).unwrap();
+
+    // Eight shipments of the same unit at once: it leaves once.
+    let (statuses, rules) = race(&api, &records::ship(cert, "nclab", "S-0050"), 8).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "a unit ships once: {statuses:?} {rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.as_deref() == Some("unit-already-shipped")),
+        "{statuses:?} {rules:?}"
+    );
+    // Suspensions racing: one suspends, the others find it suspended.
+    let (statuses, rules) = race(&api, &records::suspend(cert, "racing"), 6).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?} {rules:?}"
+    );
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.as_deref() == Some("already-suspended")),
+        "{statuses:?} {rules:?}"
+    );
+    // Enrol + registration + shipment + suspension.
+    assert_eq!(api.chain_size(ORG).await, 4);
 }
