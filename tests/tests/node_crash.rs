@@ -89,6 +89,17 @@ async fn acknowledged_writes_survive_sigkill() {
             }
         }
 
+        // Every fourth round, fsck the crashed store before the node recovers it.
+        if iteration % 4 == 1 {
+            let out = node.fsck();
+            assert!(
+                out.status.success(),
+                "iteration {iteration}: fsck right after SIGKILL: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
         // Restart after the crash: everything acknowledged is there, at its seq.
         let api = node.start().clone();
         let entries = api.all_entries(ORG).await;
