@@ -461,7 +461,15 @@ async fn service_routes() {
         Some(node.report().key_id.as_str())
     );
 
-    api.write(&anchor(9)).await;
+    let written = api.write(&anchor(9)).await;
+    let entry = api.get(&format!("/v1/chains/{ORG}/entries/0")).await;
+    entry.expect_status(200);
+    assert!(
+        entry.content_type.starts_with("application/cbor"),
+        "entry content type {:?}",
+        entry.content_type
+    );
+    assert_eq!(EntryId::of(&entry.body), written.entry_id());
     let metrics = api.get("/metrics").await;
     metrics.expect_status(200);
     assert!(
