@@ -199,9 +199,6 @@ async fn sigterm_finishes_in_flight_writes_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "node: the store takes no exclusive lock — fsck on a running node's store succeeds and \
-            a second `run` on the same config starts and acknowledges a different entry at the \
-            same seq (a fork); see the systests report"]
 async fn a_running_nodes_store_is_locked() {
     let mut node = TestNode::started();
     write_anchors(node.api(), 3).await;
@@ -211,6 +208,11 @@ async fn a_running_nodes_store_is_locked() {
         !out.status.success(),
         "fsck must refuse a running node's store, got: {}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in use by another rmledger-node process"),
+        "{stderr}"
     );
     let out = node_command(&["reindex", "--config", node.config_file().to_str().unwrap()]);
     assert!(
