@@ -103,9 +103,9 @@ async fn fsck_and_reindex_on_a_stopped_node() {
     node.assert_fsck_ok();
 }
 
-/// The file name, or the node's own wording `segment 0 offset N`.
+/// The message names the damaged file.
 fn names_first_segment(message: &str) -> bool {
-    message.contains("0000000000.seg") || message.contains("segment 0 ")
+    message.contains("segments/0000000000.seg")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
