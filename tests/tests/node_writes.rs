@@ -415,6 +415,20 @@ async fn a_certificate_life_and_its_refusals() {
         "certificate-recalled",
     )
     .await;
+
+    // A suspension is judged when it would take effect: suspending twice is a conflict, and
+    // the node still starts afterwards (the stored registrar chain folds cleanly).
+    let suspend = serde_json::json!({"MemberSuspended": {"org": "nclab", "reason": "audit"}});
+    api.write(&suspend).await;
+    let error = refused(&api, &suspend, 409, "conflict").await;
+    assert_eq!(error.rule.as_deref(), Some("membership"), "{error:?}");
+    let reinstate = serde_json::json!({"MemberReinstated": {"org": "nclab", "reason": "cleared"}});
+    api.write(&reinstate).await;
+    let error = refused(&api, &reinstate, 409, "conflict").await;
+    assert_eq!(error.rule.as_deref(), Some("membership"), "{error:?}");
+    let api = node.restart().clone();
+    assert_eq!(api.chain_size(ORG).await, 9);
+
     node.stop();
 }
 
@@ -424,6 +438,15 @@ async fn service_routes() {
     let api = node.api();
     let health = api.get("/healthz").await;
     health.expect_status(200);
+    // Errors the framework answers itself still have the JSON shape.
+    let bad_seq = api
+        .get(&format!("/v1/chains/{ORG}/entries/not-a-number"))
+        .await;
+    bad_seq.expect_status(400);
+    assert_eq!(bad_seq.json()["error"], "malformed", "{:?}", bad_seq.json());
+    let bad_query = api.get(&format!("/v1/chains/{ORG}/entries?from=x")).await;
+    bad_query.expect_status(400);
+    assert_eq!(bad_query.json()["error"], "malformed");
     let openapi = api.get_json("/openapi.json").await;
     assert!(
         openapi["paths"]
