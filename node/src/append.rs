@@ -129,6 +129,8 @@ async fn run(
 /// The state a batch sees: the ledger plus the effects of the batch's earlier requests.
 struct Pending<'a> {
     ledger: &'a Ledger,
+    /// The key this node signs with.
+    kid: rmledger_schema::ids::KeyId,
     membership: Option<Membership>,
     certificates: HashMap<CertificateId, CertificateState>,
     registrations: HashSet<(String, String)>,
@@ -192,6 +194,7 @@ async fn commit(ledger: &Arc<Ledger>, key: &SigningKey, metrics: &Metrics, reque
     };
     let mut pending = Pending {
         ledger,
+        kid: rmledger_schema::cose::key_id(&key.verifying_key()),
         membership: None,
         certificates: HashMap::new(),
         registrations: HashSet::new(),
@@ -321,9 +324,38 @@ fn check(
         membership
             .check_role(org, record.kind())
             .map_err(WriteError::Forbidden)?;
+        // An entry signed with a key that is not (or no longer) the org's would not count.
+        let forbidden = WriteError::Forbidden;
+        match membership.key(&pending.kid) {
+            None => return Err(forbidden(FederationError::UnknownKey { kid: pending.kid })),
+            Some((owner, _)) if owner.org != *org => {
+                return Err(forbidden(FederationError::KeyNotChainOwner {
+                    kid: pending.kid,
+                    owner: owner.org.clone(),
+                    chain: org.clone(),
+                }));
+            }
+            Some((_, key)) if time < key.valid_from => {
+                return Err(forbidden(FederationError::KeyNotYetValid {
+                    kid: key.kid,
+                    org: org.clone(),
+                    time_unix_ms: time,
+                    valid_from_unix_ms: key.valid_from,
+                }));
+            }
+            Some((_, key)) if key.revoked_from.is_some_and(|r| time >= r) => {
+                return Err(forbidden(FederationError::KeyRevoked {
+                    kid: key.kid,
+                    org: org.clone(),
+                    time_unix_ms: time,
+                    revoked_from_unix_ms: key.revoked_from.unwrap_or_default(),
+                }));
+            }
+            Some(_) => {}
+        }
         if org == membership.registrar() {
             membership
-                .check_record(record)
+                .check_record(record, time)
                 .map_err(WriteError::Membership)?;
         }
     }

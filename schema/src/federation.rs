@@ -393,9 +393,10 @@ impl Membership {
         })
     }
 
-    /// Checks that a registrar-chain record can be applied, without applying it.
-    pub fn check_record(&self, record: &Record) -> Result<(), FederationError> {
-        self.clone().apply_record(record, 0)
+    /// Checks that a registrar-chain record written at `time_unix_ms` can be applied, without
+    /// applying it (a suspension, say, is judged at the time it would take effect).
+    pub fn check_record(&self, record: &Record, time_unix_ms: u64) -> Result<(), FederationError> {
+        self.clone().apply_record(record, time_unix_ms)
     }
 
     /// Applies the next entry of the registrar's chain (already authorised and verified).
