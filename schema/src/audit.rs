@@ -33,6 +33,7 @@
 //! is the same table in code.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
@@ -314,8 +315,22 @@ enum Checked {
 
 fn check_one(bytes: &[u8], membership: &Membership, authorise: bool) -> Checked {
     let leaf = crate::entry::leaf_hash(bytes);
-    let entry = match Entry::decode(bytes) {
-        Ok(entry) => entry,
+    let decoded = Entry::decode_and_verify(bytes, |kid, payload| {
+        if payload.federation != membership.federation() {
+            return None;
+        }
+        let (member, key) = membership.key(&kid)?;
+        (member.org == payload.chain).then_some(&key.verifying_key)
+    });
+    let (entry, signature) = match decoded {
+        Ok((entry, Some(signature))) => {
+            (entry, Some(signature.map_err(FederationError::Signature)))
+        }
+        // No usable key: say why (or that the key is not known yet).
+        Ok((entry, None)) => {
+            let signature = signature_check(&entry, membership);
+            (entry, signature)
+        }
         Err(error) => {
             return Checked::Undecodable {
                 id: EntryId::of(bytes),
@@ -324,7 +339,6 @@ fn check_one(bytes: &[u8], membership: &Membership, authorise: bool) -> Checked 
             };
         }
     };
-    let signature = signature_check(&entry, membership);
     let auth = (authorise && matches!(signature, Some(Ok(()))))
         .then(|| membership.authorise(&entry).map(|_| ()));
     Checked::Decoded {
@@ -618,6 +632,10 @@ pub struct Auditor {
     chains: BTreeMap<OrgId, ChainState>,
     page: Vec<Vec<u8>>,
     page_chain: Option<OrgId>,
+    /// The final membership, shared with the workers once the registrar chain is complete.
+    shared: Option<Arc<Membership>>,
+    /// A checked page whose sequential checks have not run yet (see [`Auditor::flush`]).
+    pending: Option<(OrgId, Vec<Checked>)>,
     domain: Domain,
     claims: Vec<Claim>,
     checkpoints: Vec<Checkpoint>,
@@ -637,6 +655,8 @@ impl Auditor {
             chains: BTreeMap::new(),
             page: Vec::with_capacity(PAGE),
             page_chain: None,
+            shared: None,
+            pending: None,
             domain: Domain::new(genesis.body().utc_offset_minutes),
             claims: Vec::new(),
             checkpoints: Vec::new(),
@@ -750,6 +770,9 @@ impl Auditor {
         }
     }
 
+    /// Decodes and verifies the buffered page on all cores. Pages of other chains than the
+    /// registrar's are pipelined: while the workers check this page, this thread runs the
+    /// sequential checks of the previous one (the membership they read no longer changes).
     fn flush(&mut self) {
         if self.page.is_empty() {
             return;
@@ -759,16 +782,43 @@ impl Auditor {
             .page_chain
             .clone()
             .unwrap_or_else(|| self.registrar.clone());
-        let registrar_page = chain == self.registrar && !self.registrar_done;
-        let membership = &self.membership;
-        let checked = par_map(&page, self.config.threads, |bytes| {
-            check_one(bytes, membership, !registrar_page)
-        });
+        let threads = self.config.threads;
+        if chain == self.registrar && !self.registrar_done {
+            self.drain();
+            let membership = &self.membership;
+            let checked = par_map(&page, threads, |bytes| check_one(bytes, membership, false));
+            self.run(&chain, checked, true);
+        } else {
+            let shared = self
+                .shared
+                .get_or_insert_with(|| Arc::new(self.membership.clone()))
+                .clone();
+            let previous = self.pending.take();
+            let checked = std::thread::scope(|scope| {
+                let worker = scope
+                    .spawn(|| par_map(&page, threads, |bytes| check_one(bytes, &shared, true)));
+                if let Some((chain, items)) = previous {
+                    self.run(&chain, items, false);
+                }
+                worker.join().expect("an audit worker panicked")
+            });
+            self.pending = Some((chain, checked));
+        }
         self.page = page;
         self.page.clear();
-        for item in checked {
+    }
+
+    /// Runs the sequential checks of the page still pending.
+    fn drain(&mut self) {
+        if let Some((chain, items)) = self.pending.take() {
+            self.run(&chain, items, false);
+        }
+    }
+
+    fn run(&mut self, chain: &OrgId, items: Vec<Checked>, registrar_page: bool) {
+        for item in items {
             self.entries += 1;
-            self.sequential(&chain, item, registrar_page);
+            self.sequential(chain, item, registrar_page);
         }
     }
 
@@ -1002,6 +1052,7 @@ impl Auditor {
     /// Ends the audit: flushes, resolves anchors and checkpoints, runs the domain rules.
     pub fn finish(mut self) -> AuditReport {
         self.flush();
+        self.drain();
         self.close_registrar();
         self.check_checkpoints();
         self.resolve_claims();
