@@ -420,6 +420,19 @@ impl Membership {
         Ok(())
     }
 
+    /// Applies a registrar-chain record at `time_unix_ms` without the sequence check of
+    /// [`Membership::apply`]: for an audit that goes on past a gap or a fork in the registrar's
+    /// chain (which it reports) instead of stopping there.
+    pub fn apply_record_at(
+        &mut self,
+        record: &Record,
+        time_unix_ms: u64,
+    ) -> Result<(), FederationError> {
+        self.apply_record(record, time_unix_ms)?;
+        self.applied += 1;
+        Ok(())
+    }
+
     fn apply_record(&mut self, record: &Record, time: u64) -> Result<(), FederationError> {
         let err = |msg: String| Err(FederationError::Membership(msg));
         match record {
