@@ -168,13 +168,16 @@ pub fn router(state: AppState) -> Router {
         .route(documented("/findings"), get(web::findings))
         .route(documented("/static/style.css"), get(web::stylesheet))
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(state.clone(), count_status))
         .layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes))
+        // Inside out: panics become 500s, slow requests 408s, and then every error — including
+        // those the framework answers itself (405, bad path or query) — gets the JSON shape and
+        // is counted.
+        .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(limits.request_timeout_ms),
         ))
-        .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn_with_state(state.clone(), json_errors))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
@@ -202,10 +205,46 @@ async fn fallback(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
     }
 }
 
-async fn count_status(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Counts every response and gives every error the JSON shape `{error, detail}`, whoever
+/// produced it (a handler, an extractor rejection, the method router, the timeout, a panic).
+/// The web pages' own HTML error pages are left as they are.
+async fn json_errors(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    state.metrics.observe_http(response.status().as_u16());
-    response
+    let status = response.status();
+    state.metrics.observe_http(status.as_u16());
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let (class, fallback) = match status {
+        StatusCode::BAD_REQUEST => ("malformed", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not_found", "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this route does not accept that method",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "the request took longer than the node's limit"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the body is larger than the node accepts"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("malformed", "unsupported content type"),
+        _ if status.is_server_error() => ("internal", "the node failed; see its log"),
+        _ => ("error", "the request failed"),
+    };
+    // A panic's message stays in the log, never in a response.
+    let detail = if text.is_empty() || status.is_server_error() {
+        fallback.to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, class, detail).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ use rmledger_schema::entry::{Entry, Payload, VERSION};
 use rmledger_schema::federation::{FederationError, Membership};
 use rmledger_schema::ids::{CertificateId, EntryId, OrgId, TreeHash};
 use rmledger_schema::lifecycle::{self, CertificateState, RuleError, RuleKind};
-use rmledger_schema::merkle::Sha256;
+use rmledger_schema::merkle::{Frontier, Sha256};
 use rmledger_schema::records::{Record, RecordError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -114,7 +114,34 @@ async fn run(
     key: SigningKey,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(first) = rx.recv().await {
+    // Two-stage pipeline. Checking and signing a batch is CPU work; writing it is mostly
+    // waiting for the fsync. So while batch k is being written (on a blocking thread), batch
+    // k+1 is checked and signed here against the state batch k leaves behind ([`Carry`]). Batch
+    // k+1 is handed to the store only after batch k is durable and answered, so the chain is
+    // written strictly in order, every 201 still follows its own fsync, and if batch k fails
+    // batch k+1 is refused without a byte of it written.
+    let mut in_flight: Option<InFlight> = None;
+    loop {
+        let first = match in_flight.as_mut() {
+            None => match rx.recv().await {
+                Some(request) => request,
+                None => break,
+            },
+            // A write is in flight: start on the next batch as soon as a request comes, or
+            // answer the write's requests if it finishes first.
+            Some(flight) => tokio::select! {
+                biased;
+                request = rx.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+                joined = &mut flight.task => {
+                    let flight = in_flight.take().expect("polled above");
+                    finish(&ledger, &metrics, flight.started, flight.waiting, joined);
+                    continue;
+                }
+            },
+        };
         let mut requests = vec![first];
         while requests.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -122,16 +149,86 @@ async fn run(
                 Err(_) => break,
             }
         }
-        commit(&ledger, &key, &metrics, requests).await;
+        let carry = in_flight
+            .as_mut()
+            .map(|flight| std::mem::take(&mut flight.carry));
+        let prepared = prepare(&ledger, &key, requests, carry);
+        // The previous batch must be durable before this one is written.
+        let previous_ok = match in_flight.take() {
+            Some(flight) => {
+                let joined = flight.task.await;
+                finish(&ledger, &metrics, flight.started, flight.waiting, joined)
+            }
+            None => true,
+        };
+        let Some(prepared) = prepared else { continue };
+        if !previous_ok {
+            // The store refuses writes after a failed append; say why, write nothing.
+            for (reply, _) in prepared.waiting {
+                let _ = reply.send(Err(WriteError::Storage(
+                    "an earlier append failed; the node refuses writes until restarted".into(),
+                )));
+            }
+            continue;
+        }
+        in_flight = Some(start_write(ledger.store().clone(), prepared));
+    }
+    // The queue is closed (every handle dropped): finish the last write before ending.
+    if let Some(flight) = in_flight.take() {
+        let joined = flight.task.await;
+        finish(&ledger, &metrics, flight.started, flight.waiting, joined);
     }
 }
 
-/// The state a batch sees: the ledger plus the effects of the batch's earlier requests.
+type Waiting = Vec<(oneshot::Sender<Result<Appended, WriteError>>, Appended)>;
+type WriteResult = (Batch, Result<(), crate::storage::StorageError>);
+
+/// A signed batch whose append (write + fsync) is running on a blocking thread.
+struct InFlight {
+    task: tokio::task::JoinHandle<WriteResult>,
+    waiting: Waiting,
+    started: Instant,
+    /// The state this batch leaves behind, for checking and signing the next one.
+    carry: Carry,
+}
+
+/// A batch checked and signed, ready to append.
+struct Prepared {
+    batch: Batch,
+    waiting: Waiting,
+    started: Instant,
+    carry: Carry,
+}
+
+/// The chain's tip and the pending effects a batch leaves behind before it is durable: what
+/// the next batch must see that the ledger and store do not show yet. Only what the batch
+/// itself touched is kept, so this stays as small as one batch.
+#[derive(Default)]
+struct Carry {
+    frontier: Frontier,
+    head: Option<EntryId>,
+    last_time: u64,
+    /// The membership after the batch, when it is on the registrar's chain.
+    membership: Option<Membership>,
+    /// States of the certificates the batch checked or changed, after the batch.
+    certificates: HashMap<CertificateId, CertificateState>,
+    /// (code, batch) pairs the batch registered.
+    registrations: HashSet<(String, String)>,
+}
+
+/// The state a batch sees: the ledger plus the effects of the in-flight batch (if any) and of
+/// this batch's earlier requests.
 struct Pending<'a> {
     ledger: &'a Ledger,
+    /// The key this node signs with.
+    kid: rmledger_schema::ids::KeyId,
     membership: Option<Membership>,
     certificates: HashMap<CertificateId, CertificateState>,
     registrations: HashSet<(String, String)>,
+    /// Certificates this batch checked or changed, and the pairs it registered: what its
+    /// [`Carry`] keeps.
+    touched: HashSet<CertificateId>,
+    registered: HashSet<(String, String)>,
 }
 
 impl Pending<'_> {
@@ -154,6 +251,7 @@ impl Pending<'_> {
                 None => return Ok(None),
             }
         }
+        self.touched.insert(*id);
         Ok(self.certificates.get_mut(id))
     }
 }
@@ -177,24 +275,56 @@ fn storage(e: LedgerError) -> WriteError {
     WriteError::Storage(e.to_string())
 }
 
-async fn commit(ledger: &Arc<Ledger>, key: &SigningKey, metrics: &Metrics, requests: Vec<Request>) {
+/// Checks and signs a batch: refused requests are answered at once, accepted ones become
+/// entries plus one checkpoint over the new tree. `carry` is the in-flight batch's state, or
+/// `None` when every earlier batch is durable (then the store has the tip). Returns `None` when
+/// nothing was accepted.
+fn prepare(
+    ledger: &Ledger,
+    key: &SigningKey,
+    requests: Vec<Request>,
+    carry: Option<Carry>,
+) -> Option<Prepared> {
     let started = Instant::now();
     let org = ledger.org().clone();
-    let store = ledger.store().clone();
     let offset = ledger.utc_offset_minutes();
-    let mut frontier = store.frontier(&org);
-    let mut head = store.chain(&org).and_then(|c| c.head);
-    let mut last_time = match head {
-        Some(_) => crate::ledger::read_entry(&store, &org, frontier.size() - 1)
-            .map(|e| e.time_unix_ms())
-            .unwrap_or(0),
-        None => 0,
-    };
-    let mut pending = Pending {
-        ledger,
-        membership: None,
-        certificates: HashMap::new(),
-        registrations: HashSet::new(),
+    let kid = rmledger_schema::cose::key_id(&key.verifying_key());
+    let (mut frontier, mut head, mut last_time, mut pending) = match carry {
+        Some(carry) => (
+            carry.frontier,
+            carry.head,
+            carry.last_time,
+            Pending {
+                ledger,
+                kid,
+                membership: carry.membership,
+                certificates: carry.certificates,
+                registrations: carry.registrations,
+                touched: HashSet::new(),
+                registered: HashSet::new(),
+            },
+        ),
+        None => {
+            let store = ledger.store();
+            let frontier = store.frontier(&org);
+            let head = store.chain(&org).and_then(|c| c.head);
+            let last_time = match head {
+                Some(_) => crate::ledger::read_entry(store, &org, frontier.size() - 1)
+                    .map(|e| e.time_unix_ms())
+                    .unwrap_or(0),
+                None => 0,
+            };
+            let pending = Pending {
+                ledger,
+                kid,
+                membership: None,
+                certificates: HashMap::new(),
+                registrations: HashSet::new(),
+                touched: HashSet::new(),
+                registered: HashSet::new(),
+            };
+            (frontier, head, last_time, pending)
+        }
     };
     let mut entries = Vec::with_capacity(requests.len());
     let mut waiting = Vec::with_capacity(requests.len());
@@ -205,9 +335,9 @@ async fn commit(ledger: &Arc<Ledger>, key: &SigningKey, metrics: &Metrics, reque
         let signed = checked.and_then(|()| {
             let payload = Payload {
                 version: VERSION,
-                operator: request.operator.clone(),
+                operator: request.operator,
                 federation: ledger.genesis().id(),
-                record: request.record.clone(),
+                record: request.record,
                 seq: frontier.size(),
                 prev: head,
                 time_unix_ms: time,
@@ -218,13 +348,13 @@ async fn commit(ledger: &Arc<Ledger>, key: &SigningKey, metrics: &Metrics, reque
         });
         match signed {
             Ok(entry) => {
-                apply(&mut pending, &entry, offset);
                 if frontier.append::<Sha256>(entry.leaf_hash().0).is_err() {
                     let _ = request
                         .reply
                         .send(Err(WriteError::Unavailable("the chain is full")));
                     continue;
                 }
+                apply(&mut pending, &entry, offset);
                 head = Some(entry.id());
                 last_time = time;
                 waiting.push((
@@ -243,7 +373,7 @@ async fn commit(ledger: &Arc<Ledger>, key: &SigningKey, metrics: &Metrics, reque
         }
     }
     if entries.is_empty() {
-        return;
+        return None;
     }
     let body = CheckpointBody {
         federation: ledger.genesis().id(),
@@ -259,22 +389,66 @@ async fn commit(ledger: &Arc<Ledger>, key: &SigningKey, metrics: &Metrics, reque
             for (reply, _) in waiting {
                 let _ = reply.send(Err(WriteError::Storage(format!("checkpoint: {e}"))));
             }
-            return;
+            return None;
         }
     };
-    let count = entries.len();
-    let batch = Batch {
-        entries,
-        checkpoints: vec![checkpoint],
-    };
-    // The fsync blocks; keep it off the async workers.
-    let store_for_append = store.clone();
-    let (batch, result) = tokio::task::spawn_blocking(move || {
-        let result = store_for_append.append(&batch);
-        (batch, result)
+    // Keep only what this batch touched: older effects are durable by the time they are needed.
+    let Pending {
+        membership,
+        mut certificates,
+        touched,
+        registered,
+        ..
+    } = pending;
+    certificates.retain(|id, _| touched.contains(id));
+    Some(Prepared {
+        batch: Batch {
+            entries,
+            checkpoints: vec![checkpoint],
+        },
+        waiting,
+        started,
+        carry: Carry {
+            frontier,
+            head,
+            last_time,
+            membership,
+            certificates,
+            registrations: registered,
+        },
     })
-    .await
-    .unwrap_or_else(|e| {
+}
+
+/// Starts appending a prepared batch: the write and fsync block, so they run off the async
+/// workers.
+fn start_write(store: Arc<crate::storage::Store>, prepared: Prepared) -> InFlight {
+    let Prepared {
+        batch,
+        waiting,
+        started,
+        carry,
+    } = prepared;
+    let task = tokio::task::spawn_blocking(move || {
+        let result = store.append(&batch);
+        (batch, result)
+    });
+    InFlight {
+        task,
+        waiting,
+        started,
+        carry,
+    }
+}
+
+/// Answers a batch's requests once its append has finished; returns whether it is durable.
+fn finish(
+    ledger: &Ledger,
+    metrics: &Metrics,
+    started: Instant,
+    waiting: Waiting,
+    joined: Result<WriteResult, tokio::task::JoinError>,
+) -> bool {
+    let (batch, result) = joined.unwrap_or_else(|e| {
         (
             Batch::default(),
             Err(crate::storage::StorageError::Inconsistent(format!(
@@ -282,19 +456,21 @@ async fn commit(ledger: &Arc<Ledger>, key: &SigningKey, metrics: &Metrics, reque
             ))),
         )
     });
-    metrics.observe_commit(started.elapsed(), count, result.is_ok());
+    metrics.observe_commit(started.elapsed(), batch.entries.len(), result.is_ok());
     match result {
         Ok(()) => {
             ledger.committed(&batch.entries);
             for (reply, appended) in waiting {
                 let _ = reply.send(Ok(appended));
             }
+            true
         }
         Err(e) => {
             tracing::error!(error = %e, "append failed; the node refuses writes until restarted");
             for (reply, _) in waiting {
                 let _ = reply.send(Err(WriteError::Storage(e.to_string())));
             }
+            false
         }
     }
 }
@@ -321,9 +497,38 @@ fn check(
         membership
             .check_role(org, record.kind())
             .map_err(WriteError::Forbidden)?;
+        // An entry signed with a key that is not (or no longer) the org's would not count.
+        let forbidden = WriteError::Forbidden;
+        match membership.key(&pending.kid) {
+            None => return Err(forbidden(FederationError::UnknownKey { kid: pending.kid })),
+            Some((owner, _)) if owner.org != *org => {
+                return Err(forbidden(FederationError::KeyNotChainOwner {
+                    kid: pending.kid,
+                    owner: owner.org.clone(),
+                    chain: org.clone(),
+                }));
+            }
+            Some((_, key)) if time < key.valid_from => {
+                return Err(forbidden(FederationError::KeyNotYetValid {
+                    kid: key.kid,
+                    org: org.clone(),
+                    time_unix_ms: time,
+                    valid_from_unix_ms: key.valid_from,
+                }));
+            }
+            Some((_, key)) if key.revoked_from.is_some_and(|r| time >= r) => {
+                return Err(forbidden(FederationError::KeyRevoked {
+                    kid: key.kid,
+                    org: org.clone(),
+                    time_unix_ms: time,
+                    revoked_from_unix_ms: key.revoked_from.unwrap_or_default(),
+                }));
+            }
+            Some(_) => {}
+        }
         if org == membership.registrar() {
             membership
-                .check_record(record)
+                .check_record(record, time)
                 .map_err(WriteError::Membership)?;
         }
     }
@@ -379,10 +584,12 @@ fn apply(pending: &mut Pending<'_>, entry: &Entry, offset: i32) {
     }
     match entry.record() {
         Record::BatchRegistered(certificate) => {
-            pending.registrations.insert((
+            let pair = (
                 certificate.code.as_str().to_owned(),
                 certificate.batch.clone(),
-            ));
+            );
+            pending.registrations.insert(pair.clone());
+            pending.registered.insert(pair);
             if let Some(superseded) = certificate.supersedes
                 && let Some(state) = pending.certificates.get_mut(&superseded)
             {

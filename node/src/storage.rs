@@ -140,7 +140,7 @@ pub enum StorageError {
         source: io::Error,
     },
     /// A segment frame is damaged (before the tail, or found by a read or a scan).
-    #[error("segment {segment} offset {offset}: {detail}")]
+    #[error("segment file segments/{segment:010}.seg, offset {offset}: {detail}")]
     Corrupt {
         segment: u32,
         offset: u64,
@@ -156,9 +156,34 @@ pub enum StorageError {
     /// A proof or root was requested for sizes or indexes that do not exist.
     #[error("proof request: {0}")]
     Proof(ProofError<Infallible>),
+    /// Another process (a running node, `fsck` or `reindex`) holds the data directory.
+    #[error(
+        "the data directory {} is in use by another rmledger-node process (run, fsck or reindex); stop it first",
+        dir.display()
+    )]
+    Locked { dir: PathBuf },
     /// An earlier append failed half-way; restart the node to recover from the segments.
     #[error("storage refused the append: an earlier write failed; restart to recover")]
     Poisoned,
+}
+
+/// Takes the exclusive lock on `<dir>/LOCK`, creating the directory if needed.
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(StorageError::Io { path, source }),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
@@ -302,6 +327,9 @@ pub struct Store {
     writer: Mutex<Writer>,
     chains: Mutex<HashMap<OrgId, ChainMeta>>,
     poisoned: AtomicBool,
+    /// The exclusive lock on `<dir>/LOCK`, held for the store's lifetime: two processes writing
+    /// one directory would fork the chain (sled's own lock does not stop a second process).
+    _lock: File,
 }
 
 impl std::fmt::Debug for Store {
@@ -943,7 +971,15 @@ impl Store {
         dir: impl AsRef<Path>,
         options: StoreOptions,
     ) -> Result<(Self, Recovery), StorageError> {
-        let dir = dir.as_ref().to_path_buf();
+        let lock = lock_dir(dir.as_ref())?;
+        Self::open_locked(dir.as_ref().to_path_buf(), options, lock)
+    }
+
+    fn open_locked(
+        dir: PathBuf,
+        options: StoreOptions,
+        lock: File,
+    ) -> Result<(Self, Recovery), StorageError> {
         let seg_dir = dir.join("segments");
         let index_dir = dir.join("index");
         fs::create_dir_all(&seg_dir).map_err(io_err(&seg_dir))?;
@@ -1006,6 +1042,7 @@ impl Store {
             }),
             chains: Mutex::new(chains),
             poisoned: AtomicBool::new(false),
+            _lock: lock,
         };
         tracing::info!(
             rebuilt = opening.recovery.rebuilt,
@@ -1059,11 +1096,13 @@ impl Store {
 
     /// Deletes the index of the store in `dir` and rebuilds it from the segments.
     pub fn reindex(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StorageError> {
+        // Lock first: deleting a running node's index would pull its state from under it.
+        let lock = lock_dir(dir.as_ref())?;
         let index_dir = dir.as_ref().join("index");
         if index_dir.exists() {
             fs::remove_dir_all(&index_dir).map_err(io_err(&index_dir))?;
         }
-        Self::open(dir, options)
+        Self::open_locked(dir.as_ref().to_path_buf(), options, lock).map(|(store, _)| store)
     }
 
     /// The data directory.

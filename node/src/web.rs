@@ -18,12 +18,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use rmledger_schema::audit::{AuditConfig, AuditReport, Auditor};
 use rmledger_schema::date::Date;
 use rmledger_schema::ids::{CertificateId, EntryId, FederationId, OrgId, TreeHash};
 use rmledger_schema::lifecycle::{CertificateState, Status, UnitStage, UnitState};
 use rmledger_schema::records::{
-    AfterOpening, DocumentKind, EvidenceKind, PropertyValue, Record, RecordKind, Role, Uncertainty,
-    Validity, ValueKind,
+    AfterOpening, DocumentKind, EvidenceKind, PropertyValue, Record, RecordKind, Role, Severity,
+    Uncertainty, Validity, ValueKind,
 };
 use rmledger_schema::serial::SerialSet;
 
@@ -41,6 +42,9 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img
 
 /// The overview lists at most this many certificates, and `/findings` at most this many.
 const LIST_LIMIT: usize = 200;
+
+/// Entries read from the store at a time for the audit.
+const AUDIT_PAGE: usize = 4096;
 
 /// A unique hex prefix at least this long names a certificate (`/c/{prefix}` redirects).
 pub const MIN_ID_PREFIX: usize = 8;
@@ -271,9 +275,8 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
 pub async fn findings(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let ctx = Ctx::new(&headers, &uri, state.ledger.utc_offset_minutes());
     blocking(move || {
-        let page = collect_findings(&state.ledger, LIST_LIMIT)
-            .map(|list| findings_page(&ctx, &list))
-            .map_err(PageError::from);
+        let page = collect_findings(&state.ledger, now_unix_ms())
+            .map(|report| findings_page(&ctx, &report));
         respond(&ctx, page)
     })
     .await
@@ -662,54 +665,33 @@ pub fn overview(state: &AppState) -> Result<OverviewView, PageError> {
     })
 }
 
-/// One finding on `/findings`.
-#[derive(Debug, Clone)]
-pub struct Finding {
-    pub certificate: CertificateId,
-    pub code: String,
-    pub batch: String,
-    pub entry: EntryId,
-    pub chain: OrgId,
-    pub seq: u64,
-    pub time_unix_ms: u64,
-    pub kind: RecordKind,
-    /// The rule id, e.g. `certificate-recalled`.
-    pub rule: String,
-    pub detail: String,
-}
-
-/// The node's findings, newest first, at most `limit`. For now these are the anomalies the
-/// certificate folds record (a replicated entry that broke a domain rule); swap this function
-/// for the audit engine (`schema::audit`) when it lands.
-pub fn collect_findings(ledger: &Ledger, limit: usize) -> Result<Vec<Finding>, LedgerError> {
-    let mut findings = Vec::new();
-    for id in ledger.store().all_certificates()? {
-        let Some(state) = ledger.certificate(&id)? else {
-            continue;
-        };
-        let current = &state.current().certificate;
-        for event in &state.timeline {
-            let Some(anomaly) = &event.anomaly else {
-                continue;
-            };
-            let (rule, detail) = anomaly.split_once(": ").unwrap_or((anomaly, ""));
-            findings.push(Finding {
-                certificate: id,
-                code: current.code.to_string(),
-                batch: current.batch.clone(),
-                entry: event.entry,
-                chain: event.chain.clone(),
-                seq: event.seq,
-                time_unix_ms: event.time_unix_ms,
-                kind: event.kind,
-                rule: rule.to_owned(),
-                detail: detail.to_owned(),
-            });
+/// The node's findings: the audit engine (`schema::audit`) replaying, from the genesis, every
+/// chain this node holds (the registrar's first, as the engine requires) and each chain's latest
+/// checkpoint, judged at `now_unix_ms`.
+pub fn collect_findings(ledger: &Ledger, now_unix_ms: u64) -> Result<AuditReport, PageError> {
+    let store = ledger.store();
+    let registrar = ledger.genesis().registrar().clone();
+    let mut chains: Vec<OrgId> = store.chains().into_iter().map(|c| c.chain).collect();
+    chains.sort_by_key(|chain| *chain != registrar);
+    let mut auditor = Auditor::new(ledger.genesis(), AuditConfig::at(now_unix_ms));
+    for chain in &chains {
+        let size = store.chain_size(chain);
+        let mut from = 0;
+        while from < size {
+            let page = store.entries(chain, from, AUDIT_PAGE)?;
+            if page.is_empty() {
+                break;
+            }
+            from += page.len() as u64;
+            auditor
+                .chain_entries(chain, &page)
+                .map_err(|e| PageError::Internal(e.to_string()))?;
+        }
+        if let Some(checkpoint) = store.latest_checkpoint(chain)? {
+            auditor.checkpoint(checkpoint.bytes());
         }
     }
-    findings.sort_by_key(|f| std::cmp::Reverse(f.time_unix_ms));
-    findings.truncate(limit);
-    Ok(findings)
+    Ok(auditor.finish())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1311,33 +1293,62 @@ pub fn overview_page(ctx: &Ctx, view: &OverviewView) -> Markup {
     layout(ctx, &view.name, body)
 }
 
-pub fn findings_page(ctx: &Ctx, findings: &[Finding]) -> Markup {
+fn severity_class(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => "critical",
+        Severity::High => "high",
+        Severity::Medium => "medium",
+        Severity::Low => "low",
+        Severity::Info => "info",
+    }
+}
+
+/// A finding's subject, linked to the certificate page when it names a certificate.
+fn subject(ctx: &Ctx, subject: &str) -> Markup {
+    let certificate = subject
+        .get(..64)
+        .and_then(|hex| CertificateId::from_hex(hex).ok());
+    html! {
+        @match certificate {
+            Some(id) => { a.mono href=(ctx.link(&format!("/c/{id}"))) { (subject) } }
+            None => { span.mono { (subject) } }
+        }
+    }
+}
+
+pub fn findings_page(ctx: &Ctx, report: &AuditReport) -> Markup {
     let body = html! {
         h1 { (ctx.t(i18n::FINDINGS)) }
-        p.note { (ctx.t(i18n::FINDINGS_NOTE)) }
-        @if findings.is_empty() {
+        p.note {
+            (ctx.t(i18n::FINDINGS_NOTE)) " "
+            (report.entries) " " (ctx.t(i18n::ENTRIES_WORD)) " · "
+            (report.checkpoints) " " (ctx.t(i18n::CHECKPOINTS_WORD)) " · "
+            (report.certificates) " " (ctx.t(i18n::CERTIFICATES_WORD)) " · "
+            (ctx.time(report.now_unix_ms))
+        }
+        @if report.findings.is_empty() {
             p.muted { (ctx.t(i18n::NO_FINDINGS)) }
         } @else {
-            table.stack {
+            table.stack.findings {
                 thead { tr {
-                    th { (ctx.t(i18n::TIME)) } th { (ctx.t(i18n::CERTIFICATE)) } th { (ctx.t(i18n::ENTRY)) }
-                    th { (ctx.t(i18n::RULE)) } th { (ctx.t(i18n::DETAIL)) }
+                    th { (ctx.t(i18n::SEVERITY)) } th { (ctx.t(i18n::RULE)) }
+                    th { (ctx.t(i18n::SUBJECT)) } th { (ctx.t(i18n::DETAIL)) }
                 } }
                 tbody {
-                    @for f in findings {
+                    @for f in report.findings.iter().take(LIST_LIMIT) {
                         tr {
-                            td.num { span.label { (ctx.t(i18n::TIME)) }  (ctx.time(f.time_unix_ms)) }
-                            td { span.label { (ctx.t(i18n::CERTIFICATE)) }
-                                a href=(ctx.link(&format!("/c/{}", f.certificate))) { (f.code) " " (f.batch) }
+                            td { span.label { (ctx.t(i18n::SEVERITY)) }
+                                span class={ "severity " (severity_class(f.severity)) } { (ctx.t(i18n::severity(f.severity))) }
                             }
-                            td { span.label { (ctx.t(i18n::ENTRY)) }
-                                (f.chain) " #" (f.seq) " · " (ctx.t(i18n::record_kind(f.kind)))
-                            }
-                            td { span.label { (ctx.t(i18n::RULE)) }  code { (f.rule) } }
-                            td.wide { span.label { (ctx.t(i18n::DETAIL)) }  (f.detail) }
+                            td { span.label { (ctx.t(i18n::RULE)) } code { (f.rule) } }
+                            td.wide { span.label { (ctx.t(i18n::SUBJECT)) } (subject(ctx, &f.subject)) }
+                            td.wide { span.label { (ctx.t(i18n::DETAIL)) } (f.explanation) }
                         }
                     }
                 }
+            }
+            @if report.findings.len() > LIST_LIMIT {
+                p.muted { (report.findings.len() - LIST_LIMIT) " " (ctx.t(i18n::MORE_NOT_SHOWN)) }
             }
         }
     };
@@ -1572,25 +1583,28 @@ mod tests {
             &overview_page(&ctx(Lang::Zh, false), &view),
             &["登记机构, 计量院", "无分叉证据"],
         );
+        let mut report = Auditor::new(&federation.genesis, AuditConfig::at(START_UNIX_MS)).finish();
         check(
-            &findings_page(&ctx(Lang::En, false), &[]),
+            &findings_page(&ctx(Lang::En, false), &report),
             &["No findings."],
         );
-        let finding = Finding {
-            certificate: CertificateId::from_hex(&"ab".repeat(32)).unwrap(),
-            code: "GBW07406".into(),
-            batch: "2025a".into(),
-            entry: EntryId([1; 32]),
-            chain: org("nclab"),
-            seq: 4,
-            time_unix_ms: START_UNIX_MS,
-            kind: RecordKind::Used,
-            rule: "certificate-recalled".into(),
-            detail: "recalled by jxsamr".into(),
-        };
+        let cert = "ab".repeat(32);
+        report.findings.push(rmledger_schema::audit::Finding {
+            id: format!("domain/use-after-recall/{cert}/S-0001"),
+            severity: Severity::Critical,
+            rule: "domain/use-after-recall",
+            subject: format!("{cert}/S-0001"),
+            explanation: "nclab used <S-0001> after the recall".into(),
+            entries: Vec::new(),
+        });
         check(
-            &findings_page(&ctx(Lang::En, false), &[finding]),
-            &["certificate-recalled", "nclab #4", "GBW07406 2025a"],
+            &findings_page(&ctx(Lang::Zh, true), &report),
+            &[
+                "domain/use-after-recall",
+                "严重",
+                &format!(r#"href="/c/{cert}?lang=zh""#),
+                "nclab used &lt;S-0001&gt; after the recall",
+            ],
         );
     }
 }

@@ -548,7 +548,11 @@ fn corruption_before_the_tail_refuses_to_open() {
         ),
         "{err}"
     );
-    assert!(err.to_string().contains("segment 0 offset 0"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("segments/0000000000.seg, offset 0"),
+        "{err}"
+    );
 }
 
 #[test]

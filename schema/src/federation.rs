@@ -393,9 +393,10 @@ impl Membership {
         })
     }
 
-    /// Checks that a registrar-chain record can be applied, without applying it.
-    pub fn check_record(&self, record: &Record) -> Result<(), FederationError> {
-        self.clone().apply_record(record, 0)
+    /// Checks that a registrar-chain record written at `time_unix_ms` can be applied, without
+    /// applying it (a suspension, say, is judged at the time it would take effect).
+    pub fn check_record(&self, record: &Record, time_unix_ms: u64) -> Result<(), FederationError> {
+        self.clone().apply_record(record, time_unix_ms)
     }
 
     /// Applies the next entry of the registrar's chain (already authorised and verified).
@@ -415,6 +416,19 @@ impl Membership {
             )));
         }
         self.apply_record(entry.record(), entry.time_unix_ms())?;
+        self.applied += 1;
+        Ok(())
+    }
+
+    /// Applies a registrar-chain record at `time_unix_ms` without the sequence check of
+    /// [`Membership::apply`]: for an audit that goes on past a gap or a fork in the registrar's
+    /// chain (which it reports) instead of stopping there.
+    pub fn apply_record_at(
+        &mut self,
+        record: &Record,
+        time_unix_ms: u64,
+    ) -> Result<(), FederationError> {
+        self.apply_record(record, time_unix_ms)?;
         self.applied += 1;
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! [`serial`], [`date`], [`rmcode`]); the fold of a certificate's life and its rules
 //! ([`lifecycle`]) and the comparison of a measurement with a certified value ([`verification`]).
 
+pub mod audit;
 pub mod bundle;
 pub mod cbor;
 pub mod chain;

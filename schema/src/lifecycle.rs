@@ -846,8 +846,13 @@ impl CertificateState {
             return refuse(
                 "verdict-on-non-certified-value",
                 format!(
-                    "{} is a {:?} value; only certified values decide",
-                    r.quantity, value.kind
+                    "{} is a {} value; only certified values decide",
+                    r.quantity,
+                    match value.kind {
+                        ValueKind::Certified => "certified",
+                        ValueKind::Reference => "reference",
+                        ValueKind::Information => "information",
+                    }
                 ),
             );
         }
@@ -857,8 +862,10 @@ impl CertificateState {
             return refuse(
                 "verdict-disagrees",
                 format!(
-                    "stated {stated:?} but En = {:.3} gives {:?}",
-                    comparison.en, comparison.verdict
+                    "stated {} but En = {:.3} gives {}",
+                    verdict_word(Some(stated)),
+                    comparison.en,
+                    verdict_word(comparison.verdict)
                 ),
             );
         }
@@ -1339,6 +1346,15 @@ pub fn check_registration(
 
 // ---------------------------------------------------------------------------------------------
 // Text
+
+fn verdict_word(verdict: Option<Verdict>) -> &'static str {
+    match verdict {
+        Some(Verdict::Pass) => "pass",
+        Some(Verdict::Fail) => "fail",
+        Some(Verdict::Inconclusive) => "inconclusive",
+        None => "no verdict",
+    }
+}
 
 fn timeline(entry: &Entry, summary: String, anomaly: Option<String>) -> TimelineEvent {
     TimelineEvent {

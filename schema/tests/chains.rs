@@ -557,7 +557,10 @@ fn membership_folds_from_the_registrar_chain() {
         }),
     ] {
         assert!(
-            matches!(m.check_record(&bad), Err(FederationError::Membership(_))),
+            matches!(
+                m.check_record(&bad, u64::MAX >> 1),
+                Err(FederationError::Membership(_))
+            ),
             "{bad:?}"
         );
     }
@@ -713,7 +716,7 @@ fn weak_and_invalid_keys_are_refused_at_enrolment() {
         });
         assert!(
             matches!(
-                w.membership.check_record(&enrol),
+                w.membership.check_record(&enrol, u64::MAX >> 1),
                 Err(FederationError::Membership(_))
             ),
             "{weak:02x?}"
@@ -723,7 +726,7 @@ fn weak_and_invalid_keys_are_refused_at_enrolment() {
             org: org("acme-rm"),
         });
         assert!(matches!(
-            w.membership.check_record(&added),
+            w.membership.check_record(&added, u64::MAX >> 1),
             Err(FederationError::Membership(_))
         ));
     }

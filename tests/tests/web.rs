@@ -654,9 +654,16 @@ async fn pages_read_right_on_a_phone_in_both_languages() {
     assert!(browser.fits_width().await);
     shots.push(browser.screenshot("overview").await);
 
-    // Findings: none in this clean demo.
+    // Findings from the audit engine: the recalled and the hostile certificate were never
+    // verified (a low finding each); the verified one is not listed.
     browser.goto(&format!("{base}/findings?lang=zh")).await;
-    assert!(browser.text("body").await.contains("无审计发现"));
+    let findings = browser.text("table.findings").await;
+    assert!(findings.contains("domain/never-verified"), "{findings}");
+    assert!(
+        findings.contains(&demo.recalled) && !findings.contains(&demo.valid),
+        "{findings}"
+    );
+    shots.push(browser.screenshot("findings-zh").await);
 
     // The 404 page, in the chosen language.
     browser

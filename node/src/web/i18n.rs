@@ -4,7 +4,7 @@
 
 use rmledger_schema::date::Period;
 use rmledger_schema::lifecycle::{Status, UnitStage};
-use rmledger_schema::records::{RecordKind, Role, ValueKind, Verdict};
+use rmledger_schema::records::{RecordKind, Role, Severity, ValueKind, Verdict};
 
 /// The page language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +253,17 @@ texts! {
 
     // Findings.
     FINDINGS => "Findings", "审计发现";
-    FINDINGS_NOTE => "Rules that entries broke when this node folded each certificate's history (anomalies on the timelines).", "本节点汇总各证书历史时发现的违反规则的记录（时间线上的异常）。";
+    FINDINGS_NOTE => "The audit replayed every chain and checkpoint this node holds, from the genesis:", "审计从创世记录起重放了本节点持有的全部链和检查点：";
+    ENTRIES_WORD => "entries", "条记录";
+    CHECKPOINTS_WORD => "checkpoints", "个检查点";
+    CERTIFICATES_WORD => "certificates", "个证书";
+    SEVERITY => "Severity", "严重程度";
+    SUBJECT => "Subject", "对象";
+    SEVERITY_CRITICAL => "critical", "严重";
+    SEVERITY_HIGH => "high", "高";
+    SEVERITY_MEDIUM => "medium", "中";
+    SEVERITY_LOW => "low", "低";
+    SEVERITY_INFO => "info", "提示";
     NO_FINDINGS => "No findings.", "无审计发现。";
     RULE => "Rule", "规则";
     ENTRY => "Entry", "记录";
@@ -297,6 +307,16 @@ pub fn status(status: Status) -> Text {
         Status::Recalled => STATUS_RECALLED,
         Status::Withdrawn => STATUS_WITHDRAWN,
         Status::Superseded => STATUS_SUPERSEDED,
+    }
+}
+
+pub fn severity(severity: Severity) -> Text {
+    match severity {
+        Severity::Critical => SEVERITY_CRITICAL,
+        Severity::High => SEVERITY_HIGH,
+        Severity::Medium => SEVERITY_MEDIUM,
+        Severity::Low => SEVERITY_LOW,
+        Severity::Info => SEVERITY_INFO,
     }
 }
 

@@ -1,0 +1,200 @@
+//! Crash safety: eight writers append while the node is SIGKILLed at a random moment; after a
+//! restart every acknowledged write is at its sequence number, the served roots equal the root
+//! computed here from the entries, the checkpoint agrees, and `fsck` passes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmledger_schema::entry::Entry;
+use rmledger_schema::ids::EntryId;
+use rmledger_tests::records;
+use rmledger_tests::{ORG, TestNode, Written, XorShift, hash_hex, prefix_roots, seed};
+
+const WRITERS: u64 = 8;
+
+fn iterations() -> u64 {
+    std::env::var("RMLEDGER_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let seed = seed(0xc0ffee);
+    eprintln!("seed {seed} (set RMLEDGER_TEST_SEED to repeat)");
+    let mut rng = XorShift::new(seed);
+    let mut node = TestNode::init_registrar();
+    // Every write ever acknowledged: seq → id.
+    let mut acknowledged: BTreeMap<u64, String> = BTreeMap::new();
+    let started = Instant::now();
+    let mut unexpected = Vec::new();
+    // (iteration, checkpoint size, chain size) where the checkpoint lags after a restart.
+    let mut lagging = Vec::new();
+
+    for iteration in 0..iterations() {
+        node.start();
+        let api = node.api().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks: Arc<Mutex<Vec<Written>>> = Arc::default();
+        let refusals: Arc<Mutex<Vec<String>>> = Arc::default();
+        let mut writers = tokio::task::JoinSet::new();
+        for w in 0..WRITERS {
+            let (api, stop, acks, refusals) =
+                (api.clone(), stop.clone(), acks.clone(), refusals.clone());
+            let mut rng = XorShift::new(seed ^ (iteration * WRITERS + w + 1).wrapping_mul(0x9e37));
+            writers.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let record = records::anchor("nclab", n, rng.bytes32());
+                    match api.try_post_record(&record).await {
+                        Ok(resp) if resp.status == 201 => {
+                            let written: Written = serde_json::from_slice(&resp.body)
+                                .expect("201 body is {id, chain, seq}");
+                            acks.lock().unwrap().push(written);
+                        }
+                        Ok(resp) => {
+                            refusals.lock().unwrap().push(format!(
+                                "HTTP {} {}",
+                                resp.status,
+                                resp.text()
+                            ));
+                            break;
+                        }
+                        // The node is gone: connection refused or reset.
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+        let delay = rng.range(50, 400);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        node.kill9();
+        stop.store(true, Ordering::Relaxed);
+        while let Some(r) = writers.join_next().await {
+            r.expect("writer task");
+        }
+        let acks = std::mem::take(&mut *acks.lock().unwrap());
+        unexpected.extend(std::mem::take(&mut *refusals.lock().unwrap()));
+        for ack in &acks {
+            assert_eq!(ack.chain, ORG);
+            if let Some(previous) = acknowledged.insert(ack.seq, ack.id.clone()) {
+                panic!(
+                    "iteration {iteration}: seq {} acknowledged twice ({previous} and {})",
+                    ack.seq, ack.id
+                );
+            }
+        }
+
+        // Every fourth round, fsck the crashed store before the node recovers it.
+        if iteration % 4 == 1 {
+            let out = node.fsck();
+            assert!(
+                out.status.success(),
+                "iteration {iteration}: fsck right after SIGKILL: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        // Restart after the crash: everything acknowledged is there, at its seq.
+        let api = node.start().clone();
+        let entries = api.all_entries(ORG).await;
+        let size = entries.len() as u64;
+        let last_acked = acknowledged.keys().next_back().copied();
+        assert!(
+            last_acked.is_none_or(|seq| seq < size),
+            "iteration {iteration}: acknowledged seq {last_acked:?} but the chain holds {size}"
+        );
+        for (seq, id) in &acknowledged {
+            assert_eq!(
+                EntryId::of(&entries[*seq as usize]).to_hex(),
+                *id,
+                "iteration {iteration}: the entry at {seq} is not the acknowledged one"
+            );
+        }
+        // This round's acknowledgements, one by one through /entries/{seq}.
+        for ack in &acks {
+            let bytes = api.entry(ORG, ack.seq).await.unwrap_or_else(|| {
+                panic!(
+                    "iteration {iteration}: acknowledged seq {} is gone",
+                    ack.seq
+                )
+            });
+            assert_eq!(EntryId::of(&bytes), ack.entry_id());
+        }
+        // The entries are a well-formed chain: seq and prev links.
+        let mut prev: Option<EntryId> = None;
+        for (seq, bytes) in entries.iter().enumerate() {
+            let entry = Entry::decode(bytes)
+                .unwrap_or_else(|e| panic!("iteration {iteration}: entry {seq}: {e}"));
+            assert_eq!(entry.seq(), seq as u64);
+            assert_eq!(entry.payload().prev, prev, "entry {seq}'s prev link");
+            prev = Some(entry.id());
+        }
+
+        // The served root, head and checkpoint agree with the entries.
+        let roots = prefix_roots(&entries);
+        // (A node killed before its first commit may not list the chain at all.)
+        if let Some(row) = api.chain(ORG).await {
+            assert_eq!(row.size, size);
+            assert_eq!(
+                hash_hex(&row.root),
+                roots[size as usize],
+                "iteration {iteration}: /v1/chains root"
+            );
+            assert_eq!(row.head, prev.map(|id| id.to_hex()));
+        } else {
+            assert_eq!(
+                size, 0,
+                "iteration {iteration}: entries of an unlisted chain"
+            );
+        }
+        if size > 0 {
+            let checkpoint = api.checkpoint(ORG).await;
+            let body = checkpoint.body();
+            assert!(
+                body.size >= 1 && body.size <= size,
+                "iteration {iteration}: checkpoint size {} of a {size}-entry chain",
+                body.size
+            );
+            assert_eq!(
+                body.root.0, roots[body.size as usize],
+                "iteration {iteration}: checkpoint root at size {}",
+                body.size
+            );
+            assert_eq!(body.head, EntryId::of(&entries[body.size as usize - 1]));
+            if body.size < size {
+                lagging.push((iteration, body.size, size));
+            }
+        }
+        eprintln!(
+            "iteration {iteration}: killed after {delay} ms; {} acknowledged, chain {size}",
+            acks.len()
+        );
+
+        // A clean stop, then fsck.
+        node.stop();
+        node.assert_fsck_ok();
+    }
+    eprintln!(
+        "{} iterations, {} acknowledged writes in {:.1?}",
+        iterations(),
+        acknowledged.len(),
+        started.elapsed()
+    );
+    if !lagging.is_empty() {
+        eprintln!("checkpoints lagging the chain after a crash: {lagging:?}");
+    }
+    assert!(
+        unexpected.is_empty(),
+        "writes refused while the node was up: {unexpected:?}"
+    );
+    assert!(
+        acknowledged.len() as u64 >= iterations(),
+        "too few writes acknowledged to mean anything"
+    );
+}
