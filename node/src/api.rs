@@ -29,6 +29,7 @@ use crate::append::{WriteError, Writer, now_unix_ms, rule_status};
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
+use crate::replicate::Replication;
 use crate::storage::StorageError;
 
 /// What every handler shares.
@@ -38,6 +39,7 @@ pub struct AppState {
     pub writer: Writer,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub replication: Arc<Replication>,
 }
 
 /// The routes, for the router and for `/openapi.json` (one table, so they cannot drift).
@@ -98,6 +100,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/certificates/{id}/bundle",
         "A proof bundle for offline verification (CBOR)",
     ),
+    (
+        "post",
+        "/v1/notify",
+        "Wake replication for an immediate pull from every peer (no auth; body ignored)",
+    ),
+    (
+        "get",
+        "/v1/evidence",
+        "Fork and equivocation evidence held: both signed objects (hex) per item",
+    ),
     ("get", "/healthz", "Liveness"),
     ("get", "/metrics", "Prometheus metrics"),
     ("get", "/openapi.json", "This API's OpenAPI document"),
@@ -120,6 +132,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certificates", get(certificates))
         .route("/v1/certificates/{id}", get(certificate))
         .route("/v1/certificates/{id}/bundle", get(bundle))
+        .route("/v1/notify", post(notify))
+        .route("/v1/evidence", get(evidence))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -258,6 +272,13 @@ impl From<WriteError> for ApiError {
                 error: "not_found",
                 field: Some("cert".into()),
                 rule: Some("unknown-certificate".into()),
+                detail,
+            },
+            WriteError::AnchorContradicts(_) => Self {
+                status: StatusCode::CONFLICT,
+                error: "conflict",
+                field: Some("root".into()),
+                rule: Some("anchor-contradicts".into()),
                 detail,
             },
             WriteError::Storage(_) => Self::internal(detail),
@@ -631,6 +652,15 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
         registrar: registrar_entries.into_iter().map(Blob).collect(),
         registrar_checkpoint: Blob(registrar_checkpoint.bytes().to_vec()),
     })
+}
+
+async fn notify(State(state): State<AppState>) -> StatusCode {
+    state.replication.notify();
+    StatusCode::ACCEPTED
+}
+
+async fn evidence(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!(state.replication.evidence()))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
