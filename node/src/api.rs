@@ -30,6 +30,7 @@ use crate::append::{WriteError, Writer, now_unix_ms, rule_status};
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
+use crate::replicate::Replication;
 use crate::storage::StorageError;
 use crate::web;
 
@@ -40,6 +41,7 @@ pub struct AppState {
     pub writer: Writer,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    pub replication: Arc<Replication>,
 }
 
 /// The routes, for the router and for `/openapi.json` (one table, so they cannot drift).
@@ -100,6 +102,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/certificates/{id}/bundle",
         "A proof bundle for offline verification (CBOR)",
     ),
+    (
+        "post",
+        "/v1/notify",
+        "Wake replication for an immediate pull from every peer (no auth; body ignored)",
+    ),
+    (
+        "get",
+        "/v1/evidence",
+        "Fork and equivocation evidence held: both signed objects (hex) per item",
+    ),
     ("get", "/healthz", "Liveness"),
     ("get", "/metrics", "Prometheus metrics"),
     ("get", "/openapi.json", "This API's OpenAPI document"),
@@ -159,6 +171,8 @@ pub fn router(state: AppState) -> Router {
         .route(documented("/v1/certificates"), get(certificates))
         .route(documented("/v1/certificates/{id}"), get(certificate))
         .route(documented("/v1/certificates/{id}/bundle"), get(bundle))
+        .route(documented("/v1/notify"), post(notify))
+        .route(documented("/v1/evidence"), get(evidence))
         .route(documented("/healthz"), get(|| async { "ok\n" }))
         .route(documented("/metrics"), get(metrics))
         .route(documented("/openapi.json"), get(openapi))
@@ -355,6 +369,13 @@ impl From<WriteError> for ApiError {
                 error: "not_found",
                 field: Some("cert".into()),
                 rule: Some("unknown-certificate".into()),
+                detail,
+            },
+            WriteError::AnchorContradicts(_) => Self {
+                status: StatusCode::CONFLICT,
+                error: "conflict",
+                field: Some("root".into()),
+                rule: Some("anchor-contradicts".into()),
                 detail,
             },
             WriteError::Storage(_) => Self::internal(detail),
@@ -728,6 +749,15 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
         registrar: registrar_entries.into_iter().map(Blob).collect(),
         registrar_checkpoint: Blob(registrar_checkpoint.bytes().to_vec()),
     })
+}
+
+async fn notify(State(state): State<AppState>) -> StatusCode {
+    state.replication.notify();
+    StatusCode::ACCEPTED
+}
+
+async fn evidence(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!(state.replication.evidence()))
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -57,6 +57,10 @@ pub enum WriteError {
     /// The certificate named does not exist here (404).
     #[error("certificate {0} is not known to this node")]
     UnknownCertificate(CertificateId),
+    /// An anchor that contradicts this node's copy of the chain it names (409): signing it
+    /// would witness a root this node knows to be false.
+    #[error("{0}")]
+    AnchorContradicts(String),
     /// The store failed; the node needs attention (500).
     #[error("storage failed: {0}")]
     Storage(String),
@@ -533,6 +537,23 @@ fn check(
         }
     }
     match record {
+        Record::Anchor(anchor) => {
+            // A witness statement must agree with what this node holds; an anchor of a size
+            // beyond our copy cannot be checked yet (replication re-checks it later).
+            let store = pending.ledger.store();
+            if anchor.size > 0 && anchor.size <= store.chain_size(&anchor.chain) {
+                let root = store
+                    .root(&anchor.chain, anchor.size)
+                    .map_err(|e| WriteError::Storage(e.to_string()))?;
+                if root != anchor.root {
+                    return Err(WriteError::AnchorContradicts(format!(
+                        "anchor of {} at size {} names root {}, but this node's copy has root {root}",
+                        anchor.chain, anchor.size, anchor.root
+                    )));
+                }
+            }
+            Ok(())
+        }
         Record::BatchRegistered(certificate) => {
             let store = pending.ledger.store().clone();
             let key = (

@@ -27,11 +27,34 @@ pub struct Config {
     /// People allowed to write through this node.
     #[serde(default)]
     pub operators: Vec<Operator>,
-    /// Nodes to replicate from.
-    #[serde(default)]
+    /// Nodes to replicate from. Left out of a written file when empty, so `[[peers]]` tables
+    /// can be appended to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<Peer>,
     #[serde(default)]
     pub limits: Limits,
+    /// How often each peer is polled for new entries when nothing wakes the replication
+    /// task earlier (`POST /v1/notify`), milliseconds.
+    #[serde(default = "default_replication_interval_ms")]
+    pub replication_interval_ms: u64,
+    /// The longest back-off after failed rounds with a peer, milliseconds.
+    #[serde(default = "default_replication_max_backoff_ms")]
+    pub replication_max_backoff_ms: u64,
+    /// How often this node considers anchoring other chains, seconds.
+    #[serde(default = "default_anchor_interval_seconds")]
+    pub anchor_interval_seconds: u64,
+}
+
+fn default_replication_interval_ms() -> u64 {
+    2000
+}
+
+fn default_replication_max_backoff_ms() -> u64 {
+    30_000
+}
+
+fn default_anchor_interval_seconds() -> u64 {
+    60
 }
 
 /// An operator: a name that goes into each entry's `op`, and the hash of its bearer token.
@@ -62,6 +85,8 @@ pub struct Limits {
     pub max_clock_skew_ms: u64,
     /// Most entries returned by one page of `/entries`.
     pub max_page_entries: usize,
+    /// Largest response body accepted from a peer while replicating, bytes.
+    pub max_replication_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +96,7 @@ impl Default for Limits {
             request_timeout_ms: 10_000,
             max_clock_skew_ms: 300_000,
             max_page_entries: 1000,
+            max_replication_body_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -144,9 +170,19 @@ impl Config {
         if self.limits.max_body_bytes < 1024
             || self.limits.max_page_entries == 0
             || self.limits.request_timeout_ms == 0
+            || self.limits.max_replication_body_bytes < 64 * 1024
         {
             return Err(
-                "limits: max_body_bytes >= 1024, max_page_entries >= 1, request_timeout_ms >= 1"
+                "limits: max_body_bytes >= 1024, max_page_entries >= 1, request_timeout_ms >= 1, max_replication_body_bytes >= 65536"
+                    .into(),
+            );
+        }
+        if self.replication_interval_ms < 10
+            || self.replication_max_backoff_ms < self.replication_interval_ms
+            || self.anchor_interval_seconds == 0
+        {
+            return Err(
+                "replication_interval_ms >= 10, replication_max_backoff_ms >= replication_interval_ms, anchor_interval_seconds >= 1"
                     .into(),
             );
         }
@@ -201,6 +237,8 @@ mod tests {
         assert_eq!(config.operator_for_token(&token).unwrap().name, "wang.li");
         assert!(config.operator_for_token("wrong").is_none());
         assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.replication_interval_ms, 2000);
+        assert_eq!(config.anchor_interval_seconds, 60);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Ledger {
     org: OrgId,
     membership: RwLock<Membership>,
     certificates: Mutex<HashMap<CertificateId, Arc<CertificateState>>>,
+    /// Bumped after each commit of this node's own chain (replication tells peers).
+    own_commits: tokio::sync::watch::Sender<u64>,
 }
 
 impl Ledger {
@@ -68,6 +70,7 @@ impl Ledger {
             org,
             membership: RwLock::new(membership),
             certificates: Mutex::new(HashMap::new()),
+            own_commits: tokio::sync::watch::Sender::new(0),
         };
         for info in ledger.store.chains() {
             ledger.check_against_checkpoint(&info.chain)?;
@@ -200,8 +203,16 @@ impl Ledger {
             })
     }
 
+    /// A receiver that sees a new value after each commit of this node's own chain.
+    pub fn subscribe_own_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.own_commits.subscribe()
+    }
+
     /// Updates the derived state after `entries` became durable.
     pub fn committed(&self, entries: &[Entry]) {
+        if entries.iter().any(|e| e.chain() == &self.org) {
+            self.own_commits.send_modify(|n| *n += 1);
+        }
         let offset = self.utc_offset_minutes();
         let mut cache = self.cache();
         for entry in entries {

@@ -4,8 +4,8 @@
 //! Modules: `config` (node.toml), `keys` (the organisation's key file), `init` (creating a
 //! node's directory), `storage` (the only module that knows about files and sled), `ledger`
 //! (membership and certificate state derived from the store), `append` (validation, signing,
-//! group commit), `metrics` (Prometheus counters), `api` (the HTTP API) and `web` (the HTML
-//! pages for people).
+//! group commit), `metrics` (Prometheus counters), `replicate` (pulling peers' chains, anchors,
+//! fork evidence), `api` (the HTTP API) and `web` (the HTML pages for people).
 
 pub mod api;
 pub mod append;
@@ -15,5 +15,6 @@ pub mod init;
 pub mod keys;
 pub mod ledger;
 pub mod metrics;
+pub mod replicate;
 pub mod storage;
 pub mod web;

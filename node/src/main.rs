@@ -13,6 +13,7 @@ use rmledger_node::init::{FederationChoice, InitOptions, init};
 use rmledger_node::keys;
 use rmledger_node::ledger::Ledger;
 use rmledger_node::metrics::Metrics;
+use rmledger_node::replicate::Replication;
 use rmledger_node::storage::{Store, StoreOptions};
 use rmledger_schema::federation::Genesis;
 use rmledger_schema::ids::OrgId;
@@ -289,13 +290,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         writeln!(stdout, "rmledger-node listening on http://{address}")?;
         stdout.flush()?;
     }
+    let config = Arc::new(config);
+    let replication = Replication::new(
+        ledger.clone(),
+        writer.clone(),
+        metrics.clone(),
+        config.clone(),
+    )?;
+    let (stop_tasks, stopped) = tokio::sync::watch::channel(false);
+    let tasks = replication.spawn(stopped);
     let state = AppState {
         ledger: ledger.clone(),
         writer,
-        config: Arc::new(config),
+        config,
         metrics,
+        replication: replication.clone(),
     };
     serve_api(listener, state, shutdown_signal()).await?;
+    // Replication and anchors hold writer handles: stop them before the writer drains.
+    let _ = stop_tasks.send(true);
+    for mut task in tasks {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a replication task did not stop in time; aborting it");
+            task.abort();
+            let _ = task.await;
+        }
+    }
+    drop(replication);
     // The router (and every writer handle) is gone: the writer drains its queue and ends.
     writer_task.await?;
     store.flush()?;

@@ -1,6 +1,9 @@
 //! Prometheus metrics, exposed at `/metrics` in the text format: appends, commits and their
-//! flush latency, HTTP responses by status, and chain sizes (read from the store when scraped).
+//! flush latency, HTTP responses by status, chain sizes (read from the store when scraped), and
+//! replication: entries replicated, lag per peer and chain, refusals and failures by peer and
+//! kind, forks detected, frozen chains and anchors written.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,26 @@ pub struct Metrics {
     commit_failures: AtomicU64,
     latency: Mutex<Histogram>,
     http: Mutex<std::collections::BTreeMap<u16, u64>>,
+    replicated: AtomicU64,
+    forks: AtomicU64,
+    anchors: AtomicU64,
+    /// (peer, kind) → count.
+    replication_errors: Mutex<BTreeMap<(String, String), u64>>,
+    /// (peer, chain) → entries the peer holds that this node does not.
+    lag: Mutex<BTreeMap<(String, String), u64>>,
+    frozen: Mutex<BTreeSet<String>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[derive(Default)]
@@ -62,6 +85,49 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(status)
             .or_default() += 1;
+    }
+
+    /// Counts entries replicated from peers and stored.
+    pub fn observe_replicated(&self, entries: usize) {
+        self.replicated.fetch_add(entries as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one refusal or failure while replicating from `peer`.
+    pub fn observe_replication_error(&self, peer: &str, kind: &str) {
+        *locked(&self.replication_errors)
+            .entry((peer.to_owned(), kind.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// Sets how many entries of `chain` `peer` holds beyond this node's copy.
+    pub fn set_lag(&self, peer: &str, chain: &str, entries: u64) {
+        locked(&self.lag).insert((peer.to_owned(), chain.to_owned()), entries);
+    }
+
+    /// Counts one fork or equivocation detected and marks its chain frozen.
+    pub fn observe_fork(&self, frozen_chain: Option<&str>) {
+        self.forks.fetch_add(1, Ordering::Relaxed);
+        if let Some(chain) = frozen_chain {
+            self.set_frozen(chain);
+        }
+    }
+
+    /// Marks a chain as frozen (not replicated past its fork).
+    pub fn set_frozen(&self, chain: &str) {
+        locked(&self.frozen).insert(chain.to_owned());
+    }
+
+    /// Counts one anchor this node wrote.
+    pub fn observe_anchor(&self) {
+        self.anchors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The value of a replication error counter (for tests and logs).
+    pub fn replication_errors(&self, peer: &str, kind: &str) -> u64 {
+        locked(&self.replication_errors)
+            .get(&(peer.to_owned(), kind.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The Prometheus text exposition.
@@ -122,6 +188,58 @@ impl Metrics {
             .iter()
         {
             let _ = writeln!(out, "{name}{{status=\"{status}\"}} {count}");
+        }
+        counter(
+            &mut out,
+            "rmledger_replicated_entries_total",
+            "Entries received from peers, verified and stored.",
+            self.replicated.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "rmledger_forks_total",
+            "Forks and equivocations detected (two signed objects that cannot both be true).",
+            self.forks.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "rmledger_anchors_total",
+            "Anchor entries this node wrote.",
+            self.anchors.load(Ordering::Relaxed),
+        );
+        let name = "rmledger_replication_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Refused input and failed requests while replicating, by peer and kind.\n# TYPE {name} counter"
+        );
+        for ((peer, kind), count) in locked(&self.replication_errors).iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{peer=\"{}\",kind=\"{}\"}} {count}",
+                label(peer),
+                label(kind)
+            );
+        }
+        let name = "rmledger_replication_lag_entries";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Entries a peer holds that this node does not yet, by peer and chain.\n# TYPE {name} gauge"
+        );
+        for ((peer, chain), lag) in locked(&self.lag).iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{peer=\"{}\",chain=\"{}\"}} {lag}",
+                label(peer),
+                label(chain)
+            );
+        }
+        let name = "rmledger_chain_frozen";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Chains frozen past a fork (1): no longer replicated.\n# TYPE {name} gauge"
+        );
+        for chain in locked(&self.frozen).iter() {
+            let _ = writeln!(out, "{name}{{chain=\"{}\"}} 1", label(chain));
         }
         let name = "rmledger_chain_size";
         let _ = writeln!(

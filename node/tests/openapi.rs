@@ -40,12 +40,24 @@ async fn every_route_is_documented_and_served() {
         operators: Vec::new(),
         peers: Vec::new(),
         limits: Limits::default(),
+        replication_interval_ms: 2000,
+        replication_max_backoff_ms: 30_000,
+        anchor_interval_seconds: 60,
     };
+    let config = Arc::new(config);
+    let replication = rmledger_node::replicate::Replication::new(
+        ledger.clone(),
+        writer.clone(),
+        metrics.clone(),
+        config.clone(),
+    )
+    .unwrap();
     let app = router(AppState {
         ledger,
         writer,
-        config: Arc::new(config),
+        config,
         metrics,
+        replication,
     });
 
     let document = openapi_document();

@@ -1,0 +1,1417 @@
+//! Federation: replication between organisations, anchors, and fork evidence.
+//!
+//! # Replication is pull-based
+//!
+//! One task per configured peer polls it (every `replication_interval_ms`, or at once when
+//! `POST /v1/notify` wakes it): `GET /v1/chains`, then, registrar chain first, the entries each
+//! chain is missing in pages (`GET /v1/chains/{c}/entries?from&limit`, a CBOR array of entry
+//! bytes), then the chain's signed checkpoint. Every entry is checked before it is stored:
+//! decoding, federation, chain continuity and time (`ChainTip::check_next`, future bound = now +
+//! `limits.max_clock_skew_ms`) and authorisation plus `verify_strict` signature
+//! (`Membership::verify_entry`). Entries are self-authenticating, so any peer may serve any
+//! chain; the node never takes entries of its own chain from anyone.
+//!
+//! Pages are pipelined: while one page is verified on the blocking pool (its signatures split
+//! across threads — membership is fixed for a page of a non-registrar chain), the next one
+//! downloads. Chain-link checks are sequential and cheap. Registrar entries change membership,
+//! so they are checked one by one against a membership that grows as they apply.
+//!
+//! An entry whose key is not known yet (its enrolment is still on its way) waits for a later
+//! round; anything else invalid is refused, counted in `/metrics`
+//! (`rmledger_replication_errors_total{peer,kind}`) and logged with the peer, chain, seq and
+//! reason, and the peer backs off exponentially (with jitter, capped at
+//! `replication_max_backoff_ms`). A hanging peer only stalls its own task: every request has a
+//! connect and a total timeout, and every body is read with a size cap.
+//!
+//! # Forks, equivocation, contradicted anchors
+//!
+//! Two validly signed entries at one (chain, seq), a validly signed checkpoint that disagrees
+//! with the root we hold at its size, or an anchor that disagrees with our copy of the chain it
+//! names, are *evidence*: both signed objects are kept (`GET /v1/evidence`), a `ForkReported`
+//! holding both is appended to this node's own chain, and the chain concerned is frozen — no
+//! longer replicated from any peer. Frozen chains are derived at start-up from the
+//! `ForkReported` entries on our own chain, so they stay frozen after a restart. Nothing is
+//! resolved automatically.
+//!
+//! # Anchors
+//!
+//! An institute anchors every other chain; every other member anchors the registrar's and the
+//! institutes' chains: at most every `anchor_interval_seconds`, for each such chain that has
+//! entries other than anchors since our last anchor of it, `Anchor {chain, size, root}` is
+//! written through the node's own writer. (Anchors alone do not count as a change, or two
+//! nodes anchoring each other would never fall quiet.)
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmledger_schema::chain::{ChainError, ChainTip};
+use rmledger_schema::checkpoint::Checkpoint;
+use rmledger_schema::entry::Entry;
+use rmledger_schema::federation::{FederationError, Membership};
+use rmledger_schema::ids::{EntryId, FederationId, OrgId};
+use rmledger_schema::records::{Anchor, Blob, EvidenceKind, ForkReported, Record, Role};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
+
+use crate::append::{Writer, now_unix_ms};
+use crate::config::Config;
+use crate::ledger::{Ledger, read_entry};
+use crate::metrics::Metrics;
+use crate::storage::{Batch, Store};
+
+/// The operator name on entries the replication and anchor tasks write.
+pub const OPERATOR_ANCHOR: &str = "anchor";
+/// The operator name on `ForkReported` entries.
+pub const OPERATOR_REPLICATION: &str = "replication";
+/// How many anchors naming chain sizes we do not hold yet are kept for a later check.
+const MAX_PENDING_ANCHORS: usize = 10_000;
+/// How far back the anchor task looks for a non-anchor entry before assuming there is one.
+const ANCHOR_LOOKBACK: u64 = 64;
+/// How long a `POST /v1/notify` to a peer may take.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One piece of evidence: two signed objects that cannot both be true.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub chain: OrgId,
+    /// The position: entry seq for `entries`, tree size for `checkpoints` and `anchor`.
+    pub seq: u64,
+    pub kind: EvidenceKind,
+    /// Hex of the first object's bytes (ours, or the one we held first).
+    pub first: String,
+    /// Hex of the second object's bytes (the one that contradicts it).
+    pub second: String,
+    pub first_id: String,
+    pub second_id: String,
+    /// Unix ms: when this node detected it (for evidence read back from our chain at start-up,
+    /// the time of the `ForkReported` entry).
+    pub detected_at: u64,
+}
+
+/// A chain as a peer lists it in `GET /v1/chains`.
+#[derive(Debug, Clone, Deserialize)]
+struct ChainRow {
+    chain: OrgId,
+    size: u64,
+    head: Option<EntryId>,
+}
+
+/// Why a request or a piece of input from a peer was not used.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// Stable, metric-friendly kind: `timeout`, `connect`, `too_large`, `signature`, `gap`, …
+    kind: &'static str,
+    chain: Option<OrgId>,
+    seq: Option<u64>,
+    reason: String,
+}
+
+impl Failure {
+    fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            chain: None,
+            seq: None,
+            reason: reason.into(),
+        }
+    }
+
+    fn at(mut self, chain: &OrgId, seq: Option<u64>) -> Self {
+        self.chain = Some(chain.clone());
+        self.seq = seq.or(self.seq);
+        self
+    }
+}
+
+/// Why a page stopped before its end.
+#[derive(Debug)]
+enum Stop {
+    /// Invalid input: refused.
+    Refused(Failure),
+    /// Signed by a key we do not know yet: retry in a later round.
+    Wait { seq: u64, reason: String },
+    /// A different, validly signed entry at a position we hold.
+    Fork { ours: Vec<u8>, theirs: Box<Entry> },
+}
+
+/// What checking a page gave: the entries to store (in order) and why it stopped, if it did.
+struct Verdict {
+    accepted: Vec<Entry>,
+    stop: Option<Stop>,
+}
+
+/// An anchor naming a size of a chain we do not hold yet.
+#[derive(Debug, Clone)]
+struct PendingAnchor {
+    anchor: Anchor,
+    entry: Vec<u8>,
+}
+
+/// A downloaded page of entry bytes, or why it could not be had.
+type PageResult = Result<Vec<Vec<u8>>, Failure>;
+
+/// An entry that did not decode or verify: the entry if it decoded, the authorisation error
+/// if that is what failed, and the reason in words.
+struct Rejected {
+    entry: Option<Entry>,
+    error: Option<FederationError>,
+    reason: String,
+}
+
+/// What peer tasks remember between rounds.
+#[derive(Default)]
+struct PeerMemory {
+    /// Per chain, the (size, head) whose checkpoint we last checked.
+    checked: HashMap<OrgId, (u64, Option<EntryId>)>,
+}
+
+/// The federation side of a node: peer tasks, anchors, evidence and frozen chains.
+pub struct Replication {
+    ledger: Arc<Ledger>,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    config: Arc<Config>,
+    client: reqwest::Client,
+    wakers: Vec<Arc<Notify>>,
+    chain_locks: Mutex<HashMap<OrgId, Arc<tokio::sync::Mutex<()>>>>,
+    evidence: Mutex<Vec<Evidence>>,
+    /// Chain → the position of the first fork seen on it.
+    frozen: Mutex<BTreeMap<OrgId, u64>>,
+    pending_anchors: Mutex<Vec<PendingAnchor>>,
+    /// Chain → size of our latest anchor of it.
+    anchored: Mutex<HashMap<OrgId, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(bytes)
+}
+
+/// The id of an evidence object: the entry id for an entry, else the BLAKE3 hash of the bytes.
+fn object_id(bytes: &[u8]) -> String {
+    match Entry::decode(bytes) {
+        Ok(entry) => entry.id().to_string(),
+        Err(_) => blake3::hash(bytes).to_hex().to_string(),
+    }
+}
+
+impl Replication {
+    /// Sets up replication over an opened ledger: reads back evidence, frozen chains and the
+    /// latest anchors from this node's own chain. Tasks start with [`Replication::spawn`].
+    pub fn new(
+        ledger: Arc<Ledger>,
+        writer: Writer,
+        metrics: Arc<Metrics>,
+        config: Arc<Config>,
+    ) -> anyhow::Result<Arc<Self>> {
+        // reqwest is built with rustls but without a crypto provider; install ring's (for
+        // https peers) once per process. Plain http needs none, but building a client does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let timeout = Duration::from_millis(config.limits.request_timeout_ms);
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("rmledger-node/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let replication = Self {
+            wakers: config
+                .peers
+                .iter()
+                .map(|_| Arc::new(Notify::new()))
+                .collect(),
+            ledger,
+            writer,
+            metrics,
+            config,
+            client,
+            chain_locks: Mutex::new(HashMap::new()),
+            evidence: Mutex::new(Vec::new()),
+            frozen: Mutex::new(BTreeMap::new()),
+            pending_anchors: Mutex::new(Vec::new()),
+            anchored: Mutex::new(HashMap::new()),
+        };
+        replication.read_own_chain()?;
+        Ok(Arc::new(replication))
+    }
+
+    /// Folds our own chain's `ForkReported` (evidence, frozen chains) and `Anchor` entries.
+    fn read_own_chain(&self) -> anyhow::Result<()> {
+        let store = self.store();
+        let own = self.ledger.org().clone();
+        let size = store.chain_size(&own);
+        let mut from = 0;
+        while from < size {
+            let page = store.entries(&own, from, 1000)?;
+            if page.is_empty() {
+                break;
+            }
+            from += page.len() as u64;
+            for bytes in page {
+                let entry = Entry::decode(&bytes)?;
+                match entry.record() {
+                    Record::ForkReported(report) => {
+                        self.remember_evidence(report, entry.time_unix_ms());
+                    }
+                    Record::Anchor(anchor) => {
+                        let mut anchored = lock(&self.anchored);
+                        let size = anchored.entry(anchor.chain.clone()).or_default();
+                        *size = (*size).max(anchor.size);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remember_evidence(&self, report: &ForkReported, detected_at: u64) -> bool {
+        let mut evidence = lock(&self.evidence);
+        if evidence
+            .iter()
+            .any(|e| e.chain == report.chain && e.seq == report.seq && e.kind == report.kind)
+        {
+            return false;
+        }
+        evidence.push(Evidence {
+            chain: report.chain.clone(),
+            seq: report.seq,
+            kind: report.kind,
+            first: hex(&report.first.0),
+            second: hex(&report.second.0),
+            first_id: object_id(&report.first.0),
+            second_id: object_id(&report.second.0),
+            detected_at,
+        });
+        drop(evidence);
+        if &report.chain != self.ledger.org() {
+            let mut frozen = lock(&self.frozen);
+            frozen.entry(report.chain.clone()).or_insert(report.seq);
+            self.metrics.set_frozen(report.chain.as_str());
+        }
+        true
+    }
+
+    /// Every piece of evidence this node holds.
+    pub fn evidence(&self) -> Vec<Evidence> {
+        lock(&self.evidence).clone()
+    }
+
+    /// Chains frozen past a fork, with the fork's position.
+    pub fn frozen(&self) -> BTreeMap<OrgId, u64> {
+        lock(&self.frozen).clone()
+    }
+
+    fn is_frozen(&self, chain: &OrgId) -> bool {
+        lock(&self.frozen).contains_key(chain)
+    }
+
+    /// Wakes every peer task for an immediate pull (`POST /v1/notify`).
+    pub fn notify(&self) {
+        for waker in &self.wakers {
+            waker.notify_one();
+        }
+    }
+
+    fn store(&self) -> &Arc<Store> {
+        self.ledger.store()
+    }
+
+    fn federation(&self) -> FederationId {
+        self.ledger.genesis().id()
+    }
+
+    fn chain_lock(&self, chain: &OrgId) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.chain_locks)
+            .entry(chain.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Starts one task per peer, the anchor task and the commit notifier. They end when
+    /// `shutdown` becomes true.
+    pub fn spawn(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for (index, peer) in self.config.peers.iter().enumerate() {
+            let this = self.clone();
+            let url = peer.url.trim_end_matches('/').to_owned();
+            tasks.push(tokio::spawn(this.peer_loop(index, url, shutdown.clone())));
+        }
+        tasks.push(tokio::spawn(self.clone().anchor_loop(shutdown.clone())));
+        if !self.config.peers.is_empty() {
+            tasks.push(tokio::spawn(self.clone().notify_loop(shutdown)));
+        }
+        tasks
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Peer tasks.
+
+    async fn peer_loop(
+        self: Arc<Self>,
+        index: usize,
+        url: String,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let base = Duration::from_millis(self.config.replication_interval_ms);
+        let cap = Duration::from_millis(self.config.replication_max_backoff_ms);
+        let mut failures: u32 = 0;
+        let mut memory = PeerMemory::default();
+        tracing::info!(peer = %url, "replicating from peer");
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let ok = tokio::select! {
+                ok = self.round(&url, &mut memory) => ok,
+                _ = shutdown.changed() => return,
+            };
+            let delay = if ok {
+                failures = 0;
+                base
+            } else {
+                failures = failures.saturating_add(1);
+                backoff(base, cap, failures)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.wakers[index].notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One round with a peer; `false` when anything failed or was refused (back off).
+    async fn round(&self, url: &str, memory: &mut PeerMemory) -> bool {
+        let rows = match self.list_chains(url).await {
+            Ok(rows) => rows,
+            Err(failure) => {
+                self.failed(url, &failure);
+                return false;
+            }
+        };
+        let registrar = self.ledger.genesis().registrar().clone();
+        let own = self.ledger.org().clone();
+        let mut ok = true;
+        let mut rows = rows;
+        // The registrar's chain first: it holds the keys everything else is checked with.
+        rows.sort_by_key(|row| (row.chain != registrar, row.chain.clone()));
+        for row in rows {
+            let ours = self.store().chain_size(&row.chain);
+            self.metrics
+                .set_lag(url, row.chain.as_str(), row.size.saturating_sub(ours));
+            if self.is_frozen(&row.chain) {
+                continue;
+            }
+            let result = if row.chain == own {
+                self.check_own_chain(url, &row).await
+            } else {
+                self.sync_chain(url, &row, memory).await
+            };
+            if let Err(failure) = result {
+                self.failed(url, &failure);
+                ok = false;
+            }
+            let ours = self.store().chain_size(&row.chain);
+            self.metrics
+                .set_lag(url, row.chain.as_str(), row.size.saturating_sub(ours));
+        }
+        ok
+    }
+
+    /// Counts and logs a refusal or failure.
+    fn failed(&self, url: &str, failure: &Failure) {
+        self.metrics.observe_replication_error(url, failure.kind);
+        let chain = failure.chain.as_ref().map(OrgId::as_str).unwrap_or("-");
+        match failure.seq {
+            Some(seq) => tracing::warn!(
+                peer = %url, chain, seq, kind = failure.kind, reason = %failure.reason,
+                "refused input from peer"
+            ),
+            None => tracing::warn!(
+                peer = %url, chain, kind = failure.kind, reason = %failure.reason,
+                "replication from peer failed"
+            ),
+        }
+    }
+
+    async fn list_chains(&self, url: &str) -> Result<Vec<ChainRow>, Failure> {
+        let body = self
+            .get(&format!("{url}/v1/chains"))
+            .await?
+            .ok_or_else(|| Failure::new("http_status", "GET /v1/chains: 404"))?;
+        let rows: Vec<ChainRow> = serde_json::from_slice(&body)
+            .map_err(|e| Failure::new("malformed", format!("GET /v1/chains: {e}")))?;
+        let mut seen = HashSet::new();
+        for row in &rows {
+            if !seen.insert(row.chain.clone()) {
+                return Err(Failure::new(
+                    "malformed",
+                    format!("GET /v1/chains lists {} twice", row.chain),
+                ));
+            }
+        }
+        Ok(rows)
+    }
+
+    /// GET with the size cap; `None` for 404.
+    async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, Failure> {
+        let max = self.config.limits.max_replication_body_bytes;
+        let transport = |e: reqwest::Error| {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else if e.is_connect() {
+                "connect"
+            } else {
+                "http"
+            };
+            Failure::new(kind, format!("GET {url}: {e}"))
+        };
+        let mut response = self.client.get(url).send().await.map_err(transport)?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Failure::new(
+                "http_status",
+                format!("GET {url}: status {status}"),
+            ));
+        }
+        if response
+            .content_length()
+            .is_some_and(|len| len > max as u64)
+        {
+            return Err(Failure::new(
+                "too_large",
+                format!("GET {url}: body over {max} bytes"),
+            ));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > max {
+                return Err(Failure::new(
+                    "too_large",
+                    format!("GET {url}: body over {max} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(body))
+    }
+
+    /// A page of entries: the CBOR array of byte strings.
+    async fn fetch_page(
+        &self,
+        url: &str,
+        chain: &OrgId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, Failure> {
+        let body = self
+            .get(&format!(
+                "{url}/v1/chains/{chain}/entries?from={from}&limit={limit}"
+            ))
+            .await
+            .map_err(|f| f.at(chain, Some(from)))?
+            .unwrap_or_default();
+        if body.is_empty() {
+            return Ok(Vec::new());
+        }
+        decode_byte_strings(&body)
+            .map_err(|reason| Failure::new("malformed", reason).at(chain, Some(from)))
+    }
+
+    /// Brings `row.chain` up to the peer's size, probes for a fork when the peer's head differs
+    /// from ours, and checks the peer's checkpoint.
+    async fn sync_chain(
+        &self,
+        url: &str,
+        row: &ChainRow,
+        memory: &mut PeerMemory,
+    ) -> Result<(), Failure> {
+        let chain = &row.chain;
+        if row.size > self.store().chain_size(chain) {
+            self.catch_up(url, chain, row.size).await?;
+        }
+        if self.is_frozen(chain) {
+            return Ok(());
+        }
+        let ours = self.store().chain_size(chain);
+        if row.size == 0 || row.size > ours {
+            return Ok(());
+        }
+        let our_head = entry_id(self.store(), chain, row.size - 1)?;
+        if row.head != Some(our_head) {
+            // The peer says its entry at size-1 is another one: see what it serves there.
+            self.probe(url, chain, row.size - 1).await?;
+            if self.is_frozen(chain) {
+                return Ok(());
+            }
+        }
+        let key = (row.size, row.head);
+        if memory.checked.get(chain) != Some(&key) && self.check_checkpoint(url, chain).await? {
+            memory.checked.insert(chain.clone(), key);
+        }
+        Ok(())
+    }
+
+    /// Fetches the peer's entry at `seq` (which we hold) and compares it with ours.
+    async fn probe(&self, url: &str, chain: &OrgId, seq: u64) -> Result<(), Failure> {
+        let page = self.fetch_page(url, chain, seq, 1).await?;
+        let Some(bytes) = page.into_iter().next() else {
+            return Ok(());
+        };
+        self.apply_page(url, chain, vec![bytes]).await.map(|_| ())
+    }
+
+    async fn catch_up(&self, url: &str, chain: &OrgId, target: u64) -> Result<(), Failure> {
+        let limit = self.config.limits.max_page_entries;
+        let start = self.store().chain_size(chain);
+        let mut from = start;
+        let mut prefetched: Option<(u64, PageResult)> = None;
+        while from < target {
+            let page = match prefetched.take() {
+                Some((at, page)) if at == from => page?,
+                _ => self.fetch_page(url, chain, from, limit).await?,
+            };
+            if page.is_empty() {
+                break;
+            }
+            let next = from + page.len() as u64;
+            // Verify this page while the next one downloads.
+            let (progress, next_page) = if next < target {
+                let (progress, next_page) = tokio::join!(
+                    self.apply_page(url, chain, page),
+                    self.fetch_page(url, chain, next, limit)
+                );
+                (progress, Some((next, next_page)))
+            } else {
+                (self.apply_page(url, chain, page).await, None)
+            };
+            let progress = match progress {
+                Ok(progress) => progress,
+                Err(failure) => {
+                    // A broken link at the first new position may mean the peer holds another
+                    // branch: look at its entry at our last position before calling it hostile.
+                    let size = self.store().chain_size(chain);
+                    if failure.kind == "broken_link" && failure.seq == Some(size) && size > 0 {
+                        self.probe(url, chain, size - 1).await?;
+                    }
+                    return Err(failure);
+                }
+            };
+            if !progress || self.is_frozen(chain) {
+                break;
+            }
+            let now = self.store().chain_size(chain);
+            if now <= from {
+                break;
+            }
+            from = now;
+            prefetched = next_page;
+        }
+        let now = self.store().chain_size(chain);
+        if now > start {
+            tracing::info!(
+                peer = %url, %chain, from = start, to = now, peer_size = target,
+                "caught up"
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks a page and stores what passes. `Ok(false)` when it stopped early without a
+    /// refusal (waiting for a key, or a fork, which is reported); `Err` for a refusal.
+    async fn apply_page(
+        &self,
+        url: &str,
+        chain: &OrgId,
+        page: Vec<Vec<u8>>,
+    ) -> Result<bool, Failure> {
+        let chain_lock = self.chain_lock(chain);
+        let _guard = chain_lock.lock().await;
+        let store = self.store().clone();
+        let tip = current_tip(&store, self.federation(), chain)?;
+        let membership = self.ledger.membership().clone();
+        let registrar = chain == self.ledger.genesis().registrar();
+        let max_time = now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms);
+        let verdict = {
+            let store = store.clone();
+            let chain = chain.clone();
+            tokio::task::spawn_blocking(move || {
+                verify_page(&store, &chain, tip, membership, registrar, page, max_time)
+            })
+            .await
+            .map_err(|e| Failure::new("internal", format!("verify task: {e}")))?
+        };
+        let count = verdict.accepted.len();
+        if count > 0 {
+            let batch = Batch {
+                entries: verdict.accepted,
+                checkpoints: Vec::new(),
+            };
+            let (batch, result) = tokio::task::spawn_blocking(move || {
+                let result = store.append(&batch);
+                (batch, result)
+            })
+            .await
+            .map_err(|e| Failure::new("internal", format!("append task: {e}")))?;
+            if let Err(e) = result {
+                tracing::error!(%chain, error = %e, "storing replicated entries failed");
+                return Err(Failure::new("storage", e.to_string()).at(chain, None));
+            }
+            self.ledger.committed(&batch.entries);
+            self.metrics.observe_replicated(count);
+            tracing::debug!(peer = %url, %chain, entries = count, "stored replicated entries");
+            self.after_store(&batch.entries);
+        }
+        match verdict.stop {
+            None => Ok(true),
+            Some(Stop::Wait { seq, reason }) => {
+                tracing::info!(
+                    peer = %url, %chain, seq, reason = %reason,
+                    "entry signed by a key not known yet; will retry after the registrar's chain catches up"
+                );
+                Ok(false)
+            }
+            Some(Stop::Refused(failure)) => Err(failure),
+            Some(Stop::Fork { ours, theirs }) => {
+                let seq = theirs.seq();
+                self.report(
+                    url,
+                    EvidenceKind::Entries,
+                    chain,
+                    seq,
+                    ours,
+                    theirs.bytes().to_vec(),
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Fetches and checks the peer's checkpoint of `chain`; stores it when it is newer and
+    /// consistent, reports it when it is validly signed and inconsistent.
+    /// `Ok(false)` when the peer has none or it could not be judged yet.
+    async fn check_checkpoint(&self, url: &str, chain: &OrgId) -> Result<bool, Failure> {
+        let Some(bytes) = self
+            .get(&format!("{url}/v1/chains/{chain}/checkpoint"))
+            .await
+            .map_err(|f| f.at(chain, None))?
+        else {
+            return Ok(false);
+        };
+        let refuse = |kind, reason: String| Failure::new(kind, reason).at(chain, None);
+        let checkpoint = Checkpoint::decode(&bytes)
+            .map_err(|e| refuse("checkpoint_decode", format!("checkpoint: {e}")))?;
+        let body = checkpoint.body().clone();
+        if body.federation != self.federation() || &body.chain != chain {
+            return Err(refuse(
+                "checkpoint_mismatch",
+                format!(
+                    "checkpoint is of {} in federation {}, asked for {chain}",
+                    body.chain, body.federation
+                ),
+            ));
+        }
+        if let Err(reason) = self.ledger.check_checkpoint_signature(&checkpoint) {
+            if self.ledger.membership().key(&checkpoint.kid()).is_none() {
+                tracing::info!(peer = %url, %chain, reason = %reason, "checkpoint signed by a key not known yet");
+                return Ok(false);
+            }
+            return Err(refuse("checkpoint_signature", reason));
+        }
+        let chain_lock = self.chain_lock(chain);
+        let guard = chain_lock.lock().await;
+        let store = self.store().clone();
+        let ours = store.chain_size(chain);
+        if body.size > ours {
+            return Ok(false); // Checked once we hold that much.
+        }
+        let root = store
+            .root(chain, body.size)
+            .map_err(|e| Failure::new("storage", e.to_string()))?;
+        let head = entry_id(&store, chain, body.size - 1)?;
+        if root != body.root || head != body.head {
+            let latest = store.latest_checkpoint(chain).ok().flatten();
+            let first = match latest {
+                Some(l) if l.body().size == body.size => l.bytes().to_vec(),
+                _ => store
+                    .entry(chain, body.size - 1)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            };
+            drop(guard);
+            tracing::warn!(
+                peer = %url, %chain, size = body.size, signed_root = %body.root, our_root = %root,
+                "validly signed checkpoint contradicts the chain we hold"
+            );
+            self.report(
+                url,
+                EvidenceKind::Checkpoints,
+                chain,
+                body.size,
+                first,
+                bytes,
+            );
+            return Ok(true);
+        }
+        if chain == self.ledger.org() {
+            return Ok(true);
+        }
+        let newer = match store.latest_checkpoint(chain) {
+            Ok(Some(latest)) => {
+                (body.size, body.time_unix_ms) > (latest.body().size, latest.body().time_unix_ms)
+            }
+            _ => true,
+        };
+        if newer {
+            let batch = Batch {
+                entries: Vec::new(),
+                checkpoints: vec![checkpoint],
+            };
+            tokio::task::spawn_blocking(move || store.append(&batch))
+                .await
+                .map_err(|e| Failure::new("internal", e.to_string()))?
+                .map_err(|e| Failure::new("storage", e.to_string()))?;
+        }
+        Ok(true)
+    }
+
+    /// Our own chain as a peer lists it: we never take entries of it, but a different,
+    /// validly signed entry at one of our positions is evidence that our key signed twice.
+    async fn check_own_chain(&self, url: &str, row: &ChainRow) -> Result<(), Failure> {
+        let chain = &row.chain;
+        let ours = self.store().chain_size(chain);
+        if row.size > ours {
+            return Err(Failure::new(
+                "own_chain_ahead",
+                format!(
+                    "the peer lists {} entries of this node's own chain, which has {ours}; not taken (only this node writes it)",
+                    row.size
+                ),
+            )
+            .at(chain, Some(ours)));
+        }
+        if row.size == 0 {
+            return Ok(());
+        }
+        let seq = row.size - 1;
+        if row.head == Some(entry_id(self.store(), chain, seq)?) {
+            return Ok(());
+        }
+        let page = self.fetch_page(url, chain, seq, 1).await?;
+        let Some(bytes) = page.into_iter().next() else {
+            return Ok(());
+        };
+        let theirs = Entry::decode(&bytes)
+            .map_err(|e| Failure::new("decode", e.to_string()).at(chain, Some(seq)))?;
+        let ours_bytes = self
+            .store()
+            .entry(chain, theirs.seq())
+            .map_err(|e| Failure::new("storage", e.to_string()))?;
+        let Some(ours_bytes) = ours_bytes else {
+            return Err(
+                Failure::new("own_chain_ahead", "entry beyond our own chain")
+                    .at(chain, Some(theirs.seq())),
+            );
+        };
+        if ours_bytes == bytes || theirs.chain() != chain {
+            return Ok(());
+        }
+        self.ledger
+            .membership()
+            .verify_entry(&theirs)
+            .map_err(|e| federation_failure(&e).at(chain, Some(theirs.seq())))?;
+        tracing::error!(
+            peer = %url, %chain, seq = theirs.seq(),
+            "a peer serves a different, validly signed entry of THIS node's chain: the organisation's key may be compromised"
+        );
+        self.report(
+            url,
+            EvidenceKind::Entries,
+            chain,
+            theirs.seq(),
+            ours_bytes,
+            bytes,
+        );
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Evidence.
+
+    /// Keeps evidence, freezes the chain (not our own), counts, logs and appends a
+    /// `ForkReported` to our own chain. Reporting the same (chain, position, kind) again does
+    /// nothing.
+    fn report(
+        &self,
+        url: &str,
+        kind: EvidenceKind,
+        chain: &OrgId,
+        seq: u64,
+        first: Vec<u8>,
+        second: Vec<u8>,
+    ) {
+        let record = ForkReported {
+            seq,
+            kind,
+            chain: chain.clone(),
+            first: Blob(first),
+            second: Blob(second),
+        };
+        if !self.remember_evidence(&record, now_unix_ms()) {
+            return;
+        }
+        self.metrics.observe_fork(None);
+        tracing::warn!(
+            peer = %url, %chain, seq, kind = ?kind,
+            "FORK: two validly signed objects contradict each other; evidence kept, chain frozen (never resolved automatically)"
+        );
+        self.metrics.observe_replication_error(url, "fork");
+        let writer = self.writer.clone();
+        let chain = chain.clone();
+        tokio::spawn(async move {
+            match writer
+                .submit(OPERATOR_REPLICATION.into(), Record::ForkReported(record))
+                .await
+            {
+                Ok(appended) => {
+                    tracing::warn!(%chain, seq, entry = %appended.id, "fork reported on our chain")
+                }
+                Err(e) => tracing::error!(%chain, seq, error = %e, "could not append ForkReported"),
+            }
+        });
+    }
+
+    /// After entries were stored: check the anchors among them and the pending anchors of
+    /// their chains.
+    fn after_store(&self, entries: &[Entry]) {
+        for entry in entries {
+            if let Record::Anchor(anchor) = entry.record() {
+                self.check_anchor(anchor, entry.bytes());
+            }
+        }
+        let Some(chain) = entries.first().map(Entry::chain) else {
+            return;
+        };
+        let size = self.store().chain_size(chain);
+        let ready: Vec<PendingAnchor> = {
+            let mut pending = lock(&self.pending_anchors);
+            let (ready, waiting) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| &p.anchor.chain == chain && p.anchor.size <= size);
+            *pending = waiting;
+            ready
+        };
+        for p in ready {
+            self.check_anchor(&p.anchor, &p.entry);
+        }
+    }
+
+    /// An anchor must agree with our copy of the chain it names, if we hold that much.
+    fn check_anchor(&self, anchor: &Anchor, entry: &[u8]) {
+        if anchor.size == 0 {
+            return;
+        }
+        let store = self.store();
+        let ours = store.chain_size(&anchor.chain);
+        if anchor.size > ours {
+            if self.ledger.membership().member(&anchor.chain).is_some() {
+                let mut pending = lock(&self.pending_anchors);
+                if pending.len() >= MAX_PENDING_ANCHORS {
+                    pending.remove(0);
+                }
+                pending.push(PendingAnchor {
+                    anchor: anchor.clone(),
+                    entry: entry.to_vec(),
+                });
+            }
+            return;
+        }
+        let Ok(root) = store.root(&anchor.chain, anchor.size) else {
+            return;
+        };
+        if root == anchor.root {
+            return;
+        }
+        let second = match store.latest_checkpoint(&anchor.chain) {
+            Ok(Some(c)) => c.bytes().to_vec(),
+            _ => store
+                .entry(&anchor.chain, anchor.size - 1)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        };
+        let witness = Entry::decode(entry)
+            .map(|e| e.chain().to_string())
+            .unwrap_or_default();
+        tracing::warn!(
+            witness = %witness, chain = %anchor.chain, size = anchor.size,
+            anchored_root = %anchor.root, our_root = %root,
+            "anchor contradicts the chain we hold"
+        );
+        self.report(
+            &format!("anchor by {witness}"),
+            EvidenceKind::Anchor,
+            &anchor.chain,
+            anchor.size,
+            entry.to_vec(),
+            second,
+        );
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Anchors and notifications.
+
+    async fn anchor_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.config.anchor_interval_seconds);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            self.anchor_round().await;
+        }
+    }
+
+    /// Anchors each chain this node witnesses that changed since our last anchor of it.
+    pub async fn anchor_round(&self) {
+        let own = self.ledger.org().clone();
+        let targets: Vec<OrgId> = {
+            let membership = self.ledger.membership();
+            let Some(me) = membership.member(&own) else {
+                return;
+            };
+            if me.has_role(Role::Institute) {
+                self.store()
+                    .chains()
+                    .into_iter()
+                    .map(|c| c.chain)
+                    .filter(|c| c != &own)
+                    .collect()
+            } else {
+                let mut targets: Vec<OrgId> = membership
+                    .members()
+                    .filter(|m| m.has_role(Role::Institute) || &m.org == membership.registrar())
+                    .map(|m| m.org.clone())
+                    .filter(|c| c != &own)
+                    .collect();
+                targets.sort();
+                targets
+            }
+        };
+        for chain in targets {
+            let store = self.store();
+            let size = store.chain_size(&chain);
+            let last = lock(&self.anchored).get(&chain).copied().unwrap_or(0);
+            if size <= last || !has_content_since(store, &chain, last, size) {
+                continue;
+            }
+            let Ok(root) = store.root(&chain, size) else {
+                continue;
+            };
+            let record = Record::Anchor(Anchor {
+                root,
+                size,
+                chain: chain.clone(),
+            });
+            match self.writer.submit(OPERATOR_ANCHOR.into(), record).await {
+                Ok(appended) => {
+                    lock(&self.anchored).insert(chain.clone(), size);
+                    self.metrics.observe_anchor();
+                    tracing::info!(%chain, size, %root, seq = appended.seq, "anchored");
+                }
+                Err(e) => tracing::debug!(%chain, error = %e, "anchor not written"),
+            }
+        }
+    }
+
+    /// Tells every peer, fire-and-forget, after each commit of our own chain.
+    async fn notify_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut commits = self.ledger.subscribe_own_commits();
+        loop {
+            tokio::select! {
+                changed = commits.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            commits.borrow_and_update();
+            for peer in &self.config.peers {
+                let request = self
+                    .client
+                    .post(format!("{}/v1/notify", peer.url.trim_end_matches('/')))
+                    .timeout(NOTIFY_TIMEOUT)
+                    .json(&serde_json::json!({"chain": self.ledger.org()}));
+                tokio::spawn(async move {
+                    let _ = request.send().await;
+                });
+            }
+        }
+    }
+}
+
+/// Exponential back-off after `failures` failed rounds, capped, with ±25 % jitter.
+fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
+    let factor = 1u64 << failures.min(16);
+    let millis = u64::try_from(base.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(factor)
+        .min(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
+    let mut random = [0u8; 2];
+    let _ = getrandom::fill(&mut random);
+    // 0.75 ..= 1.25
+    let jitter = 750 + u64::from(u16::from_le_bytes(random)) * 500 / 65535;
+    Duration::from_millis(millis.saturating_mul(jitter) / 1000)
+}
+
+/// Whether `chain` has an entry other than an anchor among `last..size` (looking back at most
+/// [`ANCHOR_LOOKBACK`] entries; beyond that, assume so).
+fn has_content_since(store: &Store, chain: &OrgId, last: u64, size: u64) -> bool {
+    let stop = last.max(size.saturating_sub(ANCHOR_LOOKBACK));
+    for seq in (stop..size).rev() {
+        match read_entry(store, chain, seq) {
+            Ok(entry) if matches!(entry.record(), Record::Anchor(_)) => {}
+            _ => return true,
+        }
+    }
+    size - last > ANCHOR_LOOKBACK
+}
+
+fn entry_id(store: &Store, chain: &OrgId, seq: u64) -> Result<EntryId, Failure> {
+    let bytes = store
+        .entry(chain, seq)
+        .map_err(|e| Failure::new("storage", e.to_string()))?
+        .ok_or_else(|| Failure::new("storage", format!("{chain}/{seq} missing")))?;
+    Ok(EntryId::of(&bytes))
+}
+
+/// The tip of our copy of `chain`.
+fn current_tip(
+    store: &Store,
+    federation: FederationId,
+    chain: &OrgId,
+) -> Result<ChainTip, Failure> {
+    let mut tip = ChainTip::new(federation, chain.clone());
+    let Some(info) = store.chain(chain) else {
+        return Ok(tip);
+    };
+    if info.size > 0 {
+        let last = read_entry(store, chain, info.size - 1)
+            .map_err(|e| Failure::new("storage", e.to_string()))?;
+        tip.size = info.size;
+        tip.head = info.head;
+        tip.last_time_unix_ms = last.time_unix_ms();
+    }
+    Ok(tip)
+}
+
+/// The metric kind of a chain rule broken.
+fn chain_failure(e: &ChainError) -> Failure {
+    let kind = match e {
+        ChainError::WrongFederation { .. } => "wrong_federation",
+        ChainError::WrongChain { .. } => "wrong_chain",
+        ChainError::Gap { .. } => "gap",
+        ChainError::BrokenLink { .. } => "broken_link",
+        ChainError::TimeBackwards { .. } => "time_backwards",
+        ChainError::TimeInFuture { .. } => "time_in_future",
+        ChainError::Fork(_) => "fork",
+    };
+    Failure::new(kind, e.to_string())
+}
+
+/// The metric kind of an authorisation or signature failure.
+fn federation_failure(e: &FederationError) -> Failure {
+    let kind = match e {
+        FederationError::Signature(_) => "signature",
+        FederationError::UnknownKey { .. } => "unknown_key",
+        FederationError::KeyNotYetValid { .. } => "key_not_yet_valid",
+        FederationError::KeyNotChainOwner { .. } => "key_not_chain_owner",
+        FederationError::KeyRevoked { .. } => "key_revoked",
+        FederationError::MemberSuspended { .. } => "member_suspended",
+        FederationError::NotAMember { .. } => "not_a_member",
+        FederationError::RoleNotAllowed { .. } => "role_not_allowed",
+        FederationError::WrongFederation { .. } => "wrong_federation",
+        _ => "membership",
+    };
+    Failure::new(kind, e.to_string())
+}
+
+/// Whether a verification failure means "not known yet" rather than "invalid".
+fn is_wait(e: &FederationError) -> bool {
+    matches!(
+        e,
+        FederationError::UnknownKey { .. } | FederationError::KeyNotYetValid { .. }
+    )
+}
+
+/// Decodes and verifies one entry against a fixed membership.
+fn decode_and_verify(
+    bytes: &[u8],
+    membership: &Membership,
+    verify: bool,
+) -> Result<Entry, Box<Rejected>> {
+    let entry = Entry::decode(bytes).map_err(|e| {
+        Box::new(Rejected {
+            entry: None,
+            error: None,
+            reason: e.to_string(),
+        })
+    })?;
+    if verify && let Err(e) = membership.verify_entry(&entry) {
+        return Err(Box::new(Rejected {
+            entry: Some(entry),
+            reason: e.to_string(),
+            error: Some(e),
+        }));
+    }
+    Ok(entry)
+}
+
+/// Checks a page of `chain` against our tip: decoding and signatures (in parallel for
+/// non-registrar chains), then sequentially chain links, time and, for the registrar's chain,
+/// authorisation against the membership as it grows.
+fn verify_page(
+    store: &Store,
+    chain: &OrgId,
+    mut tip: ChainTip,
+    mut membership: Membership,
+    registrar: bool,
+    page: Vec<Vec<u8>>,
+    max_time: u64,
+) -> Verdict {
+    let verify_up_front = !registrar;
+    let checked: Vec<_> = if page.len() >= 32 && verify_up_front {
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
+        let chunk = page.len().div_ceil(threads);
+        let membership = &membership;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = page
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|b| decode_and_verify(b, membership, true))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    } else {
+        page.iter()
+            .map(|b| decode_and_verify(b, &membership, verify_up_front))
+            .collect()
+    };
+    let mut accepted = Vec::new();
+    let refuse = |accepted: Vec<Entry>, failure: Failure| Verdict {
+        accepted,
+        stop: Some(Stop::Refused(failure)),
+    };
+    for (index, result) in checked.into_iter().enumerate() {
+        let entry = match result {
+            Ok(entry) => entry,
+            Err(rejected) => {
+                let Rejected {
+                    entry,
+                    error,
+                    reason,
+                } = *rejected;
+                let seq = entry.as_ref().map(Entry::seq);
+                // An entry identical to one we hold is not news, whatever its key's state now.
+                if let Some(entry) = &entry
+                    && entry.seq() < tip.size
+                    && store.entry(chain, entry.seq()).ok().flatten().as_deref()
+                        == Some(entry.bytes())
+                {
+                    continue;
+                }
+                let failure = match &error {
+                    Some(e) if is_wait(e) => {
+                        return Verdict {
+                            accepted,
+                            stop: Some(Stop::Wait {
+                                seq: seq.unwrap_or(tip.size),
+                                reason,
+                            }),
+                        };
+                    }
+                    Some(e) => federation_failure(e),
+                    None => Failure::new("decode", reason),
+                };
+                let seq = seq.unwrap_or(tip.size + index as u64);
+                return refuse(accepted, failure.at(chain, Some(seq)));
+            }
+        };
+        if (entry.chain() != chain || entry.payload().federation != tip.federation)
+            && let Err(e) = tip.check_next(&entry, None)
+        {
+            return refuse(accepted, chain_failure(&e).at(chain, Some(entry.seq())));
+        }
+        if entry.seq() < tip.size {
+            let ours = match store.entry(chain, entry.seq()) {
+                Ok(Some(bytes)) => bytes,
+                _ => {
+                    return refuse(
+                        accepted,
+                        Failure::new("storage", "entry missing").at(chain, Some(entry.seq())),
+                    );
+                }
+            };
+            if ours == entry.bytes() {
+                continue;
+            }
+            if registrar && let Err(e) = membership.verify_entry(&entry) {
+                return refuse(
+                    accepted,
+                    federation_failure(&e).at(chain, Some(entry.seq())),
+                );
+            }
+            return Verdict {
+                accepted,
+                stop: Some(Stop::Fork {
+                    ours,
+                    theirs: Box::new(entry),
+                }),
+            };
+        }
+        if let Err(e) = tip.check_next(&entry, Some(max_time)) {
+            return refuse(accepted, chain_failure(&e).at(chain, Some(entry.seq())));
+        }
+        if registrar {
+            if let Err(e) = membership.verify_entry(&entry) {
+                if is_wait(&e) {
+                    return Verdict {
+                        accepted,
+                        stop: Some(Stop::Wait {
+                            seq: entry.seq(),
+                            reason: e.to_string(),
+                        }),
+                    };
+                }
+                return refuse(
+                    accepted,
+                    federation_failure(&e).at(chain, Some(entry.seq())),
+                );
+            }
+            if let Err(e) = membership.apply(&entry) {
+                return refuse(
+                    accepted,
+                    Failure::new("membership", e.to_string()).at(chain, Some(entry.seq())),
+                );
+            }
+        }
+        tip.advance(&entry);
+        accepted.push(entry);
+    }
+    Verdict {
+        accepted,
+        stop: None,
+    }
+}
+
+/// Decodes `GET /entries`: a definite-length CBOR array of byte strings.
+pub fn decode_byte_strings(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut pos = 0usize;
+    let (major, count) = read_head(bytes, &mut pos)?;
+    if major != 4 {
+        return Err(format!("expected a CBOR array, found major type {major}"));
+    }
+    // Each element takes at least one byte: refuse counts the body cannot hold.
+    if count > (bytes.len() - pos) as u64 {
+        return Err(format!("array of {count} items in {} bytes", bytes.len()));
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let (major, len) = read_head(bytes, &mut pos)?;
+        if major != 2 {
+            return Err(format!(
+                "item {i}: expected a byte string, found major type {major}"
+            ));
+        }
+        let len = usize::try_from(len).map_err(|_| format!("item {i}: length overflow"))?;
+        let end = pos
+            .checked_add(len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| format!("item {i}: truncated"))?;
+        out.push(bytes[pos..end].to_vec());
+        pos = end;
+    }
+    if pos != bytes.len() {
+        return Err(format!(
+            "{} trailing bytes after the array",
+            bytes.len() - pos
+        ));
+    }
+    Ok(out)
+}
+
+fn read_head(bytes: &[u8], pos: &mut usize) -> Result<(u8, u64), String> {
+    let first = *bytes.get(*pos).ok_or("truncated CBOR")?;
+    *pos += 1;
+    let major = first >> 5;
+    let info = first & 0x1f;
+    let len = match info {
+        0..=23 => return Ok((major, u64::from(info))),
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        27 => 8,
+        _ => return Err(format!("unsupported CBOR length encoding {info}")),
+    };
+    let slice = bytes.get(*pos..*pos + len).ok_or("truncated CBOR length")?;
+    *pos += len;
+    let mut value = 0u64;
+    for b in slice {
+        value = (value << 8) | u64::from(*b);
+    }
+    Ok((major, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_string_arrays_decode_strictly() {
+        assert_eq!(decode_byte_strings(&[0x80]).unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(
+            decode_byte_strings(&[0x82, 0x41, 1, 0x42, 2, 3]).unwrap(),
+            vec![vec![1], vec![2, 3]]
+        );
+        assert!(decode_byte_strings(&[0x82, 0x41, 1]).is_err());
+        assert!(decode_byte_strings(&[0x81, 0x41, 1, 0]).is_err());
+        assert!(
+            decode_byte_strings(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err()
+        );
+        assert!(decode_byte_strings(b"garbage").is_err());
+        assert!(decode_byte_strings(&[]).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(30);
+        let first = backoff(base, cap, 1);
+        assert!(first >= Duration::from_millis(150) && first <= Duration::from_millis(250));
+        let late = backoff(base, cap, 40);
+        assert!(late <= Duration::from_millis(37_500) && late >= Duration::from_millis(22_500));
+    }
+}

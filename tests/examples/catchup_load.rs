@@ -1,0 +1,153 @@
+//! Helper of `scripts/bench-catchup`:
+//!
+//! - `write URL TOKEN COUNT CONCURRENCY`: writes COUNT small Anchor records through the API,
+//!   CONCURRENCY requests in flight (the node group-commits them).
+//! - `wait URL CHAIN SIZE TIMEOUT_S`: polls `GET /v1/chains` every 20 ms until CHAIN holds SIZE
+//!   entries; prints the seconds it took.
+//! - `verify-rate SECONDS`: the raw `verify_strict` rate of this machine over a real entry's
+//!   COSE Sig_structure, on one thread and on every core; prints both per second.
+
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use rmledger_schema::ids::{OrgId, TreeHash};
+use rmledger_schema::records::{Anchor, Record};
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("write") => {
+            write(
+                &args[1],
+                &args[2],
+                args[3].parse().unwrap(),
+                args[4].parse().unwrap(),
+            )
+            .await
+        }
+        Some("wait") => {
+            wait(
+                &args[1],
+                &args[2],
+                args[3].parse().unwrap(),
+                args[4].parse().unwrap(),
+            )
+            .await
+        }
+        Some("verify-rate") => verify_rate(args[1].parse().unwrap()),
+        _ => {
+            eprintln!(
+                "usage: catchup_load write URL TOKEN COUNT CONCURRENCY | wait URL CHAIN SIZE TIMEOUT_S | verify-rate SECONDS"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn write(url: &str, token: &str, count: u64, concurrency: usize) {
+    let client = client();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        while tasks.len() >= concurrency {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+        let record = serde_json::to_value(Record::Anchor(Anchor {
+            root: TreeHash(*blake3_like(i)),
+            size: i + 1,
+            chain: OrgId::new("bench-ghost").unwrap(),
+        }))
+        .unwrap();
+        let request = client
+            .post(format!("{url}/v1/records"))
+            .bearer_auth(token)
+            .json(&record);
+        tasks.spawn(async move {
+            for _ in 0..20 {
+                match request.try_clone().unwrap().send().await {
+                    Ok(resp) if resp.status().as_u16() == 201 => return,
+                    Ok(resp) if resp.status().as_u16() == 503 => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    Ok(resp) => panic!("write refused: {}", resp.status()),
+                    Err(e) => panic!("write failed: {e}"),
+                }
+            }
+            panic!("write kept being refused with 503");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let s = started.elapsed().as_secs_f64();
+    println!(
+        "wrote {count} entries in {s:.1} s ({:.0}/s)",
+        count as f64 / s
+    );
+}
+
+fn blake3_like(i: u64) -> Box<[u8; 32]> {
+    let mut root = [0u8; 32];
+    root[..8].copy_from_slice(&i.to_be_bytes());
+    Box::new(root)
+}
+
+async fn wait(url: &str, chain: &str, size: u64, timeout_s: u64) {
+    let client = client();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(timeout_s);
+    loop {
+        if let Ok(resp) = client.get(format!("{url}/v1/chains")).send().await
+            && let Ok(rows) = resp.json::<serde_json::Value>().await
+            && rows
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["chain"] == chain && r["size"].as_u64() >= Some(size))
+        {
+            println!("{:.3}", started.elapsed().as_secs_f64());
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!("timed out after {timeout_s} s");
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn verify_rate(seconds: f64) {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    // A message the size of an anchor entry's Sig_structure.
+    let message = vec![0x5au8; 260];
+    let signature: Signature = key.sign(&message);
+    let public = key.verifying_key();
+    let run = |deadline: Instant| {
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            for _ in 0..100 {
+                public.verify_strict(&message, &signature).unwrap();
+            }
+            n += 100;
+        }
+        n
+    };
+    let one = run(Instant::now() + Duration::from_secs_f64(seconds)) as f64 / seconds;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let all: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| run(deadline))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    println!("{one:.0} {:.0} {threads}", all as f64 / seconds);
+}

@@ -1,0 +1,1225 @@
+//! Federation: real node processes on 127.0.0.1 replicating each other's chains, and a hostile
+//! peer served by the test itself.
+//!
+//! - `four_organisations_converge`: a registrar+institute, a producer, a lab and a regulator;
+//!   writes at three of them; identical chains and checkpoints everywhere; a producer offline
+//!   for a while catches up; a node killed mid-sync resumes; a partition heals.
+//! - `hostile_peer_is_detected_and_named`: a bad signature, a broken `prev`, a gap, a revoked
+//!   key, a forbidden record kind, garbage and oversize bodies, a hanging peer, a fork and a
+//!   wrongly rooted checkpoint; nothing invalid is stored, forks yield evidence and frozen
+//!   chains, honest replication goes on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use rmledger_schema::checkpoint::{Checkpoint, CheckpointBody};
+use rmledger_schema::entry::{Entry, Payload, VERSION};
+use rmledger_schema::ids::{CertificateId, EntryId, FederationId, OrgId, PublicKey, TreeHash};
+use rmledger_schema::records::{
+    Anchor, KeyAdded, KeyRevoked, Received, Record, Shipped, Uncertainty, ValueVerification,
+};
+use rmledger_schema::testkit;
+use rmledger_schema::units::Unit;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ---------------------------------------------------------------------------------------------
+// Harness: node processes.
+
+fn node_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("RMLEDGER_NODE_BIN") {
+            return PathBuf::from(path);
+        }
+        // target/<profile>/deps/federation-… → target/<profile>/rmledger-node
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let binary = profile_dir.join("rmledger-node");
+        // Build only when the binary is missing or older than the sources (a build from here
+        // resolves features differently from the test build and would rebuild shared crates).
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
+        let stale = built.is_none_or(|built| {
+            ["node/src", "schema/src"].iter().any(|dir| {
+                std::fs::read_dir(workspace.join(dir))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|f| {
+                        f.metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|m| m > built)
+                    })
+            })
+        });
+        if stale {
+            let mut build = Command::new(env!("CARGO"));
+            build.args([
+                "build",
+                "--quiet",
+                "-p",
+                "rmledger-node",
+                "--bin",
+                "rmledger-node",
+            ]);
+            if profile_dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo build");
+            assert!(status.success(), "building rmledger-node failed");
+        }
+        binary
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Node {
+    org: String,
+    dir: PathBuf,
+    url: String,
+    token: String,
+    public_key: String,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// `init` in `root/<org>`: the registrar when `genesis` is `None`.
+    fn init(root: &Path, org: &str, roles: &str, genesis: Option<&Path>) -> Self {
+        let dir = root.join(org);
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut command = Command::new(node_binary());
+        command.args(["init", "--json", "--dir"]).arg(&dir);
+        command.args(["--org", org, "--listen", &listen]);
+        match genesis {
+            None => {
+                command.args([
+                    "--registrar",
+                    "--federation-name",
+                    "Jiangxi reference material federation",
+                    "--org-name",
+                    "Jiangxi Institute of Metrology",
+                ]);
+                if !roles.is_empty() {
+                    command.args(["--roles", roles]);
+                }
+            }
+            Some(genesis) => {
+                command.arg("--genesis").arg(genesis);
+            }
+        }
+        let output = command.output().expect("rmledger-node init");
+        assert!(
+            output.status.success(),
+            "init {org}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).expect("init --json");
+        Self {
+            org: org.into(),
+            dir,
+            url: format!("http://{listen}"),
+            token: report["operator_token"].as_str().unwrap().into(),
+            public_key: report["public_key"].as_str().unwrap().into(),
+            child: None,
+        }
+    }
+
+    fn genesis(&self) -> PathBuf {
+        self.dir.join("genesis.cbor")
+    }
+
+    fn key(&self) -> SigningKey {
+        rmledger_node::keys::read(&self.dir.join("org.key")).expect("org key")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Rewrites node.toml: peers, short intervals for tests, and anything `edit` changes.
+    fn configure(&self, peers: &[String], edit: impl FnOnce(&mut toml::Table)) {
+        let path = self.dir.join("node.toml");
+        let mut table: toml::Table = std::fs::read_to_string(&path)
+            .unwrap()
+            .parse()
+            .expect("node.toml");
+        table.insert("replication_interval_ms".into(), 200.into());
+        table.insert("replication_max_backoff_ms".into(), 1000.into());
+        table.insert("anchor_interval_seconds".into(), 1.into());
+        let peers: Vec<toml::Value> = peers
+            .iter()
+            .map(|url| {
+                let mut peer = toml::Table::new();
+                peer.insert("url".into(), url.clone().into());
+                peer.into()
+            })
+            .collect();
+        table.insert("peers".into(), peers.into());
+        edit(&mut table);
+        std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already runs", self.org);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("stderr.log"))
+            .unwrap();
+        let child = Command::new(node_binary())
+            .args(["run", "--config"])
+            .arg(self.dir.join("node.toml"))
+            .env("RUST_LOG", "info,tower_http=warn,sled=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("rmledger-node run");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let address = self.url.trim_start_matches("http://").to_owned();
+        loop {
+            if healthy(&address) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited with {status}: {}", self.org, self.log());
+            }
+            assert!(Instant::now() < deadline, "{} did not start", self.org);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("--- {} log tail ---", self.org);
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Whether `GET /healthz` answers 200 (blocking; for start-up).
+fn healthy(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nhost: x\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness: the API.
+
+async fn post_record(node: &Node, record: &Record) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/records", node.url))
+        .bearer_auth(&node.token)
+        .json(&serde_json::to_value(record).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Writes a record; panics unless it was appended. Returns the entry id.
+async fn write(node: &Node, record: Record) -> EntryId {
+    let resp = post_record(node, &record).await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status.as_u16(), 201, "{} refused a write: {body}", node.org);
+    EntryId::from_hex(body["id"].as_str().unwrap()).unwrap()
+}
+
+async fn get_json(node: &Node, path: &str) -> Value {
+    client()
+        .get(format!("{}{path}", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn get_bytes(node: &Node, path: &str) -> Option<Vec<u8>> {
+    let resp = client()
+        .get(format!("{}{path}", node.url))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    Some(resp.bytes().await.ok()?.to_vec())
+}
+
+/// chain → (size, head)
+async fn chains(node: &Node) -> BTreeMap<String, (u64, String)> {
+    get_json(node, "/v1/chains")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["chain"].as_str().unwrap().to_owned(),
+                (
+                    c["size"].as_u64().unwrap(),
+                    c["head"].as_str().unwrap_or("").to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+async fn metrics(node: &Node) -> String {
+    client()
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one metric line (`name{labels}`), 0 when absent.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+async fn entries(node: &Node, chain: &str) -> Vec<Entry> {
+    let bytes = get_bytes(
+        node,
+        &format!("/v1/chains/{chain}/entries?from=0&limit=100000"),
+    )
+    .await
+    .unwrap_or_default();
+    rmledger_node::replicate::decode_byte_strings(&bytes)
+        .unwrap()
+        .iter()
+        .map(|b| Entry::decode(b).unwrap())
+        .collect()
+}
+
+async fn notify(node: &Node) {
+    let _ = client()
+        .post(format!("{}/v1/notify", node.url))
+        .send()
+        .await;
+}
+
+/// Polls `$cond` (an expression that may `.await`) every 100 ms until it holds; panics with
+/// `$what` after `$secs` seconds.
+macro_rules! wait_for {
+    ($what:expr, $secs:expr, $cond:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs($secs);
+        loop {
+            if $cond {
+                break;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {}", $what);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }};
+}
+
+/// Waits until every node lists the same chains twice in a row, 1.5 s apart (anchors run
+/// every second, so a quiet federation stays equal), then checks every chain's checkpoint is
+/// byte-identical everywhere.
+async fn converge(nodes: &[&Node], limit: Duration) -> BTreeMap<String, (u64, String)> {
+    let deadline = Instant::now() + limit;
+    let mut last: Option<BTreeMap<String, (u64, String)>> = None;
+    loop {
+        let mut views = Vec::new();
+        for node in nodes {
+            views.push(chains(node).await);
+        }
+        let equal = views.windows(2).all(|w| w[0] == w[1]);
+        if equal && last.as_ref() == Some(&views[0]) {
+            let view = views.swap_remove(0);
+            // Checkpoints converge right after the entries: poll briefly.
+            let cp_deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let mut same = true;
+                for chain in view.keys() {
+                    let path = format!("/v1/chains/{chain}/checkpoint");
+                    let first = get_bytes(nodes[0], &path).await;
+                    for node in &nodes[1..] {
+                        if get_bytes(node, &path).await != first {
+                            same = false;
+                        }
+                    }
+                }
+                if same {
+                    return view;
+                }
+                assert!(Instant::now() < cp_deadline, "checkpoints did not converge");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        last = if equal {
+            Some(views.swap_remove(0))
+        } else {
+            None
+        };
+        if Instant::now() > deadline {
+            let mut report = String::new();
+            for node in nodes {
+                report.push_str(&format!("{}: {:?}\n", node.org, chains(node).await));
+            }
+            panic!("nodes did not converge:\n{report}");
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+fn enrol(org: &Node, name: &str, roles: &[&str]) -> Record {
+    serde_json::from_value(json!({"Enrol": {
+        "org": org.org, "keys": [org.public_key], "name": name, "roles": roles,
+    }}))
+    .unwrap()
+}
+
+/// Registrar `jxim` (also institute) plus the joiners given; every honest node peers with
+/// every other (and with `extra_peers` for the node named in it); all started and enrolled.
+async fn federation(
+    root: &Path,
+    joiners: &[(&str, &str)],
+    anchor_seconds: i64,
+    extra: impl Fn(&str, &mut toml::Table),
+) -> Vec<Node> {
+    let registrar = Node::init(root, "jxim", "institute", None);
+    let genesis = registrar.genesis();
+    let mut nodes = vec![registrar];
+    for (org, _) in joiners {
+        nodes.push(Node::init(root, org, "", Some(&genesis)));
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    for node in &nodes {
+        let peers: Vec<String> = urls.iter().filter(|u| **u != node.url).cloned().collect();
+        node.configure(&peers, |t| {
+            t.insert("anchor_interval_seconds".into(), anchor_seconds.into());
+            extra(&node.org, t);
+        });
+    }
+    for node in &mut nodes {
+        node.start();
+    }
+    for (i, (org, role)) in joiners.iter().enumerate() {
+        let record = enrol(&nodes[i + 1], &format!("{org} Ltd"), &[role]);
+        write(&nodes[0], record).await;
+    }
+    // Every joiner learns of its own enrolment by replication.
+    for node in &nodes[1..] {
+        let me = node.org.clone();
+        wait_for!(&format!("{me} to see its enrolment"), 30, {
+            get_json(node, "/v1/members")
+                .await
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["org"] == me.as_str()))
+        });
+    }
+    nodes
+}
+
+fn verification(cert: CertificateId, value: &str) -> Record {
+    Record::ValueVerification(ValueVerification {
+        cert,
+        unit: Unit::parse("mg/kg").unwrap(),
+        value: testkit::decimal(value),
+        method: Some("ICP-MS after microwave digestion".into()),
+        report: Some("JXIM-2026-0042".into()),
+        sample: Some("S-0007".into()),
+        verdict: None,
+        quantity: "Cd".into(),
+        revision: 1,
+        uncertainty: Uncertainty {
+            expanded: testkit::decimal("0.02"),
+            relative: false,
+            coverage_factor: testkit::decimal("2"),
+            coverage_probability: None,
+        },
+    })
+}
+
+async fn has_certificate(node: &Node, cert: CertificateId) -> bool {
+    get_bytes(node, &format!("/v1/certificates/{cert}"))
+        .await
+        .is_some()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convergence, offline producer, restart mid-sync, partition.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_organisations_converge() {
+    let t0 = Instant::now();
+    let phase = |name: &str| eprintln!("[{:6.1} s] {name}", t0.elapsed().as_secs_f64());
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = federation(
+        root.path(),
+        &[
+            ("acme-rm", "producer"),
+            ("nclab", "lab"),
+            ("jxsamr", "regulator"),
+        ],
+        1,
+        |org, t| {
+            if org == "jxsamr" {
+                // Small pages, so a restart can land in the middle of a catch-up.
+                t["limits"]
+                    .as_table_mut()
+                    .unwrap()
+                    .insert("max_page_entries".into(), 10.into());
+            }
+        },
+    )
+    .await;
+    let [jxim, acme, nclab, jxsamr] = &mut nodes[..] else {
+        unreachable!()
+    };
+    phase("federation up");
+
+    // acme-rm registers and ships; nclab receives once the certificate reached it; jxim
+    // verifies a value.
+    let cert: CertificateId = write(
+        acme,
+        Record::BatchRegistered(testkit::soil_certificate("2026-001")),
+    )
+    .await;
+    write(
+        acme,
+        Record::Shipped(Shipped {
+            to: OrgId::new("nclab").unwrap(),
+            cert,
+            serials: testkit::serials("S-0001..S-0010"),
+        }),
+    )
+    .await;
+    let shipped = chains(acme).await["acme-rm"].0;
+    wait_for!("nclab to hold the shipment", 30, {
+        has_certificate(nclab, cert).await
+            && chains(nclab).await.get("acme-rm").map(|c| c.0) >= Some(shipped)
+    });
+    write(
+        nclab,
+        Record::Received(Received {
+            cert,
+            from: OrgId::new("acme-rm").unwrap(),
+            serials: testkit::serials("S-0001..S-0010"),
+        }),
+    )
+    .await;
+    wait_for!("jxim to hold the certificate", 30, {
+        has_certificate(jxim, cert).await
+    });
+    write(jxim, verification(cert, "0.23")).await;
+
+    phase("writes done");
+    let view = converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
+    phase("converged");
+    assert!(view.contains_key("acme-rm") && view.contains_key("nclab"));
+    // The institute anchored the producer's chain; the others anchored the institute's.
+    let anchors = |entries: &[Entry], chain: &str| {
+        entries
+            .iter()
+            .filter(|e| matches!(e.record(), Record::Anchor(a) if a.chain.as_str() == chain))
+            .count()
+    };
+    assert!(anchors(&entries(jxim, "jxim").await, "acme-rm") > 0);
+    assert!(anchors(&entries(jxim, "nclab").await, "jxim") > 0);
+    let m = metrics(nclab).await;
+    assert!(metric(&m, "rmledger_replicated_entries_total") > 0, "{m}");
+    assert_eq!(metric(&m, "rmledger_forks_total"), 0);
+    // The state folded from replicated entries agrees across organisations.
+    let state = |v: Value| v["state"].clone();
+    assert_eq!(
+        state(get_json(jxsamr, &format!("/v1/certificates/{cert}")).await),
+        state(get_json(acme, &format!("/v1/certificates/{cert}")).await)
+    );
+
+    // A producer offline for a while catches up.
+    acme.stop();
+    write(jxim, ghost_anchor(2)).await;
+    write(
+        nclab,
+        Record::Anchor(Anchor {
+            root: TreeHash([7; 32]),
+            size: 1,
+            chain: OrgId::new("ghost").unwrap(),
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    acme.start();
+    converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
+    phase("offline producer caught up");
+
+    // A node killed in the middle of a catch-up resumes after a restart.
+    jxsamr.stop();
+    let records = (0..200u64)
+        .map(|i| {
+            Record::Anchor(Anchor {
+                root: TreeHash([1; 32]),
+                size: i + 1,
+                chain: OrgId::new("ghost").unwrap(),
+            })
+        })
+        .collect();
+    write_many(jxim, records, 25).await;
+    let target = chains(jxim).await["jxim"].0;
+    jxsamr.start();
+    wait_for!("jxsamr to start catching up", 30, {
+        chains(jxsamr).await.get("jxim").map_or(0, |c| c.0) > 0
+    });
+    let midway = chains(jxsamr).await["jxim"].0;
+    jxsamr.kill9();
+    jxsamr.start();
+    let view = converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
+    assert!(view["jxim"].0 >= target, "midway {midway}, target {target}");
+    phase("restart mid-sync resumed");
+
+    // A partition heals: nclab is cut off while others write, then comes back.
+    nclab.stop();
+    write(
+        acme,
+        Record::Shipped(Shipped {
+            to: OrgId::new("nclab").unwrap(),
+            cert,
+            serials: testkit::serials("S-0011..S-0020"),
+        }),
+    )
+    .await;
+    write(jxim, ghost_anchor(3)).await;
+    nclab.start();
+    converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
+    write(
+        nclab,
+        Record::Received(Received {
+            cert,
+            from: OrgId::new("acme-rm").unwrap(),
+            serials: testkit::serials("S-0011..S-0020"),
+        }),
+    )
+    .await;
+    converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
+    phase("partition healed");
+    for node in [&*jxim, &*acme, &*nclab, &*jxsamr] {
+        let evidence = get_json(node, "/v1/evidence").await;
+        assert_eq!(evidence, json!([]), "{} reports evidence", node.org);
+    }
+}
+
+/// Writes `records` at `node`, `concurrency` at a time; panics unless all were appended.
+async fn write_many(node: &Node, records: Vec<Record>, concurrency: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for record in records {
+        if tasks.len() >= concurrency {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+        let (url, token) = (node.url.clone(), node.token.clone());
+        tasks.spawn(async move {
+            let resp = client()
+                .post(format!("{url}/v1/records"))
+                .bearer_auth(token)
+                .json(&serde_json::to_value(&record).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 201);
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hostile peer.
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Serve,
+    Garbage,
+    Oversize,
+    Hang,
+}
+
+#[derive(Default)]
+struct Hostile {
+    mode: Option<Mode>,
+    /// `/v1/chains` rows.
+    rows: Vec<Value>,
+    /// Entries served for any `from`, per chain.
+    entries: BTreeMap<String, Vec<Vec<u8>>>,
+    checkpoints: BTreeMap<String, Vec<u8>>,
+}
+
+impl Hostile {
+    fn set(&mut self, chain: &str, size: u64, head: EntryId, served: Vec<Vec<u8>>) {
+        self.mode = Some(Mode::Serve);
+        self.rows = vec![
+            json!({"chain": chain, "size": size, "head": head.to_string(), "root": "00".repeat(32)}),
+        ];
+        self.entries.clear();
+        self.entries.insert(chain.into(), served);
+        self.checkpoints.clear();
+    }
+
+    fn respond(&self, path: &str) -> (u16, Vec<u8>) {
+        let path = path.split('?').next().unwrap_or("");
+        let mode = self.mode.unwrap_or(Mode::Serve);
+        if path == "/v1/chains" {
+            return (200, serde_json::to_vec(&self.rows).unwrap());
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        match parts.as_slice() {
+            ["", "v1", "chains", chain, "entries"] => match mode {
+                Mode::Garbage => (200, b"\xff garbage, not CBOR".to_vec()),
+                Mode::Oversize => (200, vec![0x5a; 17 * 1024 * 1024]),
+                _ => {
+                    let list = self.entries.get(*chain).cloned().unwrap_or_default();
+                    let mut w = rmledger_schema::cbor::Writer::new();
+                    w.head(rmledger_schema::cbor::major::ARRAY, list.len() as u64);
+                    for bytes in &list {
+                        w.bytes(bytes);
+                    }
+                    (200, w.into_bytes())
+                }
+            },
+            ["", "v1", "chains", chain, "checkpoint"] => match self.checkpoints.get(*chain) {
+                Some(bytes) => (200, bytes.clone()),
+                None => (404, b"{}".to_vec()),
+            },
+            ["", "v1", "notify"] => (202, Vec::new()),
+            _ => (404, b"{}".to_vec()),
+        }
+    }
+}
+
+/// Serves `state` on 127.0.0.1: a raw HTTP/1.1 server that answers what the test set.
+async fn serve_hostile(state: Arc<Mutex<Hostile>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 65536 {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    true
+                })
+                .await;
+                if read != Ok(true) {
+                    return;
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let (mode, (status, body)) = {
+                    let s = state.lock().unwrap();
+                    (s.mode.unwrap_or(Mode::Serve), s.respond(&path))
+                };
+                if mode == Mode::Hang && path != "/v1/notify" {
+                    // Accept, never answer (bounded so the test process ends cleanly).
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/octet-stream\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+/// The next entry of `chain` after `tip`, signed with `key`.
+fn next_entry(
+    key: &SigningKey,
+    federation: FederationId,
+    chain: &str,
+    seq: u64,
+    prev: Option<EntryId>,
+    time: u64,
+    record: Record,
+) -> Entry {
+    Entry::sign(
+        key,
+        Payload {
+            version: VERSION,
+            operator: "mallory".into(),
+            federation,
+            record,
+            seq,
+            prev,
+            time_unix_ms: time,
+            chain: OrgId::new(chain).unwrap(),
+        },
+    )
+    .unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn ghost_anchor(size: u64) -> Record {
+    Record::Anchor(Anchor {
+        root: TreeHash([9; 32]),
+        size,
+        chain: OrgId::new("ghost").unwrap(),
+    })
+}
+
+/// (size, head, time of head) of `chain` at `node`.
+async fn tip(node: &Node, chain: &str) -> (u64, EntryId, u64) {
+    let all = entries(node, chain).await;
+    let last = all.last().expect("a non-empty chain");
+    (all.len() as u64, last.id(), last.time_unix_ms())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peer_is_detected_and_named() {
+    let t0 = Instant::now();
+    let phase = |name: &str| eprintln!("[{:6.1} s] {name}", t0.elapsed().as_secs_f64());
+    let root = tempfile::tempdir().unwrap();
+    let hostile = Arc::new(Mutex::new(Hostile::default()));
+    let hostile_url = serve_hostile(hostile.clone()).await;
+    let mut nodes = {
+        let hostile_url = hostile_url.clone();
+        federation(
+            root.path(),
+            &[
+                ("acme-rm", "producer"),
+                ("nclab", "lab"),
+                ("jxsamr", "regulator"),
+            ],
+            // No spontaneous anchors: the crafted entries must stay "next" on their chains.
+            3600,
+            move |org, t| {
+                if org == "jxsamr" {
+                    let peers = t["peers"].as_array_mut().unwrap();
+                    let mut peer = toml::Table::new();
+                    peer.insert("url".into(), hostile_url.clone().into());
+                    peers.push(peer.into());
+                    t["limits"]
+                        .as_table_mut()
+                        .unwrap()
+                        .insert("request_timeout_ms".into(), 2000.into());
+                }
+            },
+        )
+        .await
+    };
+    let [jxim, acme, nclab, jxsamr] = &mut nodes[..] else {
+        unreachable!()
+    };
+    let federation_id = FederationId::of(&std::fs::read(jxim.genesis()).unwrap());
+
+    // Content on every chain, and a second key of acme-rm that the registrar then revokes.
+    write(
+        acme,
+        Record::BatchRegistered(testkit::soil_certificate("2026-H1")),
+    )
+    .await;
+    write(nclab, ghost_anchor(1)).await;
+    let extra = SigningKey::from_bytes(&[42; 32]);
+    let extra_public = PublicKey(extra.verifying_key().to_bytes());
+    write(
+        jxim,
+        Record::KeyAdded(KeyAdded {
+            key: extra_public,
+            org: OrgId::new("acme-rm").unwrap(),
+        }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let revoked_from = now_ms();
+    write(
+        jxim,
+        Record::KeyRevoked(KeyRevoked {
+            kid: rmledger_schema::ids::KeyId::of(&extra_public.0),
+            org: OrgId::new("acme-rm").unwrap(),
+            revoked_from_unix_ms: revoked_from,
+            reason: "laptop stolen".into(),
+        }),
+    )
+    .await;
+    converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
+
+    let acme_key = acme.key();
+    let nclab_key = nclab.key();
+    let (size, head, time) = tip(jxsamr, "acme-rm").await;
+    let later = (time + 1).max(revoked_from + 1);
+
+    // Each refusal: serve it, wake the victim, wait for the named counter, check nothing was
+    // stored and the log names the peer and the reason.
+    struct Case {
+        kind: &'static str,
+        chain: &'static str,
+        mode: Mode,
+        served: Vec<Vec<u8>>,
+        listed_size: u64,
+    }
+    let signed = |key: &SigningKey, chain: &'static str, seq, prev, time, record| {
+        next_entry(key, federation_id, chain, seq, prev, time, record)
+    };
+    let valid_next = signed(
+        &acme_key,
+        "acme-rm",
+        size,
+        Some(head),
+        later,
+        ghost_anchor(2),
+    );
+    let mut bad_signature = valid_next.bytes().to_vec();
+    *bad_signature.last_mut().unwrap() ^= 0x01;
+    let broken_prev = signed(
+        &acme_key,
+        "acme-rm",
+        size,
+        Some(EntryId([3; 32])),
+        later,
+        ghost_anchor(2),
+    );
+    let gap = signed(
+        &acme_key,
+        "acme-rm",
+        size + 1,
+        Some(head),
+        later,
+        ghost_anchor(2),
+    );
+    let revoked = signed(
+        &extra,
+        "acme-rm",
+        size,
+        Some(head),
+        later + 5,
+        ghost_anchor(2),
+    );
+    let (lab_size, lab_head, lab_time) = tip(jxsamr, "nclab").await;
+    let forbidden = signed(
+        &nclab_key,
+        "nclab",
+        lab_size,
+        Some(lab_head),
+        lab_time + 1,
+        Record::BatchRegistered(testkit::soil_certificate("2026-H2")),
+    );
+    let cases = vec![
+        Case {
+            kind: "signature",
+            chain: "acme-rm",
+            mode: Mode::Serve,
+            served: vec![bad_signature],
+            listed_size: size + 1,
+        },
+        Case {
+            kind: "broken_link",
+            chain: "acme-rm",
+            mode: Mode::Serve,
+            served: vec![broken_prev.bytes().to_vec()],
+            listed_size: size + 1,
+        },
+        Case {
+            kind: "gap",
+            chain: "acme-rm",
+            mode: Mode::Serve,
+            served: vec![gap.bytes().to_vec()],
+            listed_size: size + 2,
+        },
+        Case {
+            kind: "key_revoked",
+            chain: "acme-rm",
+            mode: Mode::Serve,
+            served: vec![revoked.bytes().to_vec()],
+            listed_size: size + 1,
+        },
+        Case {
+            kind: "role_not_allowed",
+            chain: "nclab",
+            mode: Mode::Serve,
+            served: vec![forbidden.bytes().to_vec()],
+            listed_size: lab_size + 1,
+        },
+        Case {
+            kind: "malformed",
+            chain: "acme-rm",
+            mode: Mode::Garbage,
+            served: Vec::new(),
+            listed_size: size + 1,
+        },
+        Case {
+            kind: "too_large",
+            chain: "acme-rm",
+            mode: Mode::Oversize,
+            served: Vec::new(),
+            listed_size: size + 1,
+        },
+    ];
+    phase("federation up");
+    for case in cases {
+        phase(case.kind);
+        let series = format!(
+            "rmledger_replication_errors_total{{peer=\"{hostile_url}\",kind=\"{}\"}}",
+            case.kind
+        );
+        let before = metric(&metrics(jxsamr).await, &series);
+        {
+            let mut h = hostile.lock().unwrap();
+            h.set(case.chain, case.listed_size, head, case.served);
+            h.mode = Some(case.mode);
+        }
+        notify(jxsamr).await;
+        wait_for!(&format!("the victim to refuse: {}", case.kind), 20, {
+            metric(&metrics(jxsamr).await, &series) > before
+        });
+        let owner: &Node = if case.chain == "acme-rm" { acme } else { nclab };
+        assert_eq!(
+            chains(owner).await[case.chain],
+            chains(jxsamr).await[case.chain],
+            "{}: the chain changed",
+            case.kind
+        );
+        let log = jxsamr.log();
+        assert!(
+            log.lines().any(|l| l.contains("refused input from peer")
+                && l.contains(&hostile_url)
+                && l.contains(case.kind)),
+            "the log does not name {}",
+            case.kind
+        );
+    }
+
+    phase("refusals done");
+    // A peer that hangs: timed out, and replication from honest peers goes on meanwhile.
+    {
+        let mut h = hostile.lock().unwrap();
+        h.mode = Some(Mode::Hang);
+    }
+    let series =
+        format!("rmledger_replication_errors_total{{peer=\"{hostile_url}\",kind=\"timeout\"}}");
+    let before = metric(&metrics(jxsamr).await, &series);
+    notify(jxsamr).await;
+    let honest_write = write(jxim, ghost_anchor(5)).await;
+    wait_for!("the honest write to arrive during the hang", 20, {
+        chains(jxsamr).await["jxim"].1 == honest_write.to_string()
+    });
+    wait_for!("the hanging peer to time out", 20, {
+        metric(&metrics(jxsamr).await, &series) > before
+    });
+
+    phase("hang done");
+    // A fork: a second, validly signed entry at a position the victim holds.
+    let (size, head, _) = tip(jxsamr, "acme-rm").await;
+    let original = entries(jxsamr, "acme-rm").await[(size - 1) as usize].clone();
+    let fork = signed(
+        &acme_key,
+        "acme-rm",
+        size - 1,
+        original.payload().prev,
+        original.time_unix_ms() + 1,
+        ghost_anchor(77),
+    );
+    {
+        let mut h = hostile.lock().unwrap();
+        h.set("acme-rm", size, fork.id(), vec![fork.bytes().to_vec()]);
+    }
+    notify(jxsamr).await;
+    wait_for!("fork evidence", 20, {
+        get_json(jxsamr, "/v1/evidence")
+            .await
+            .as_array()
+            .is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["kind"] == "entries" && e["chain"] == "acme-rm")
+            })
+    });
+    let evidence = get_json(jxsamr, "/v1/evidence").await;
+    let item = evidence
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "entries")
+        .unwrap();
+    assert_eq!(item["seq"], size - 1);
+    assert_eq!(item["first_id"], original.id().to_string());
+    assert_eq!(item["second_id"], fork.id().to_string());
+    assert_eq!(item["second"], data_encoding::HEXLOWER.encode(fork.bytes()));
+    assert_eq!(chains(jxsamr).await["acme-rm"], (size, head.to_string()));
+    // Frozen: an honest acme-rm write no longer reaches the victim.
+    let acme_write = write(acme, ghost_anchor(3)).await;
+    wait_for!("nclab to get acme's write", 20, {
+        chains(nclab).await["acme-rm"].1 == acme_write.to_string()
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        chains(jxsamr).await["acme-rm"].0,
+        size,
+        "a frozen chain was replicated"
+    );
+
+    phase("fork done");
+    // A validly signed checkpoint with a wrong root.
+    let (lab_size, lab_head, _) = tip(jxsamr, "nclab").await;
+    let bad_checkpoint = Checkpoint::sign(
+        &nclab_key,
+        CheckpointBody {
+            federation: federation_id,
+            head: lab_head,
+            root: TreeHash([0xee; 32]),
+            size: lab_size,
+            time_unix_ms: now_ms(),
+            chain: OrgId::new("nclab").unwrap(),
+        },
+    )
+    .unwrap();
+    {
+        let mut h = hostile.lock().unwrap();
+        h.set("nclab", lab_size, lab_head, Vec::new());
+        h.checkpoints
+            .insert("nclab".into(), bad_checkpoint.bytes().to_vec());
+    }
+    notify(jxsamr).await;
+    wait_for!("checkpoint evidence", 20, {
+        get_json(jxsamr, "/v1/evidence")
+            .await
+            .as_array()
+            .is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["kind"] == "checkpoints" && e["chain"] == "nclab")
+            })
+    });
+
+    // Both reports are on the victim's own chain; counted; the chains stay frozen after a
+    // restart; honest replication of other chains goes on.
+    wait_for!("two ForkReported entries", 20, {
+        entries(jxsamr, "jxsamr")
+            .await
+            .iter()
+            .filter(|e| matches!(e.record(), Record::ForkReported(_)))
+            .count()
+            == 2
+    });
+    let m = metrics(jxsamr).await;
+    assert_eq!(metric(&m, "rmledger_forks_total"), 2, "{m}");
+    assert_eq!(metric(&m, "rmledger_chain_frozen{chain=\"acme-rm\"}"), 1);
+    assert_eq!(metric(&m, "rmledger_chain_frozen{chain=\"nclab\"}"), 1);
+    assert!(jxsamr.log().contains("FORK"));
+    phase("checkpoint done");
+    {
+        hostile.lock().unwrap().mode = Some(Mode::Hang);
+    }
+    jxsamr.stop();
+    jxsamr.start();
+    let m = metrics(jxsamr).await;
+    assert_eq!(
+        metric(&m, "rmledger_chain_frozen{chain=\"acme-rm\"}"),
+        1,
+        "{m}"
+    );
+    assert_eq!(
+        get_json(jxsamr, "/v1/evidence")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let last = write(jxim, ghost_anchor(6)).await;
+    wait_for!("an honest write after the restart", 20, {
+        chains(jxsamr).await["jxim"].1 == last.to_string()
+    });
+    assert_eq!(chains(jxsamr).await["acme-rm"].0, size);
+    // Other nodes saw none of the hostile input.
+    for node in [&*jxim, &*acme, &*nclab] {
+        assert_eq!(
+            get_json(node, "/v1/evidence").await,
+            json!([]),
+            "{}",
+            node.org
+        );
+    }
+}
