@@ -319,9 +319,9 @@ impl Replication {
     /// size later) than the one held.
     fn note_witnessed(&self, anchor: &Anchor, witness: &OrgId, time_unix_ms: u64) {
         let mut witnessed = lock(&self.witnessed);
-        let newer = witnessed.get(&anchor.chain).is_none_or(|held| {
-            (anchor.size, time_unix_ms) > (held.size, held.time_unix_ms)
-        });
+        let newer = witnessed
+            .get(&anchor.chain)
+            .is_none_or(|held| (anchor.size, time_unix_ms) > (held.size, held.time_unix_ms));
         if newer {
             witnessed.insert(
                 anchor.chain.clone(),

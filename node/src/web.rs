@@ -1632,7 +1632,11 @@ mod tests {
         );
         check(
             &overview_page(&ctx(Lang::Zh, false), &view),
-            &["见证方 <strong>jxim</strong>", "分叉：同一位置有两条记录", "已冻结"],
+            &[
+                "见证方 <strong>jxim</strong>",
+                "分叉：同一位置有两条记录",
+                "已冻结",
+            ],
         );
     }
 

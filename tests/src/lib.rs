@@ -583,7 +583,10 @@ impl TestNode {
     /// Sets the node's peers, with short replication and anchor intervals for tests (the node
     /// must be stopped).
     pub fn configure_peers(&self, peers: &[String]) {
-        assert!(self.child.is_none(), "stop the node before changing its peers");
+        assert!(
+            self.child.is_none(),
+            "stop the node before changing its peers"
+        );
         let mut table = self.config_table();
         table.insert("replication_interval_ms".into(), 200.into());
         table.insert("replication_max_backoff_ms".into(), 1000.into());
@@ -652,10 +655,7 @@ impl Federation {
                 name: format!("{org} (test)"),
                 roles: vec![role],
             });
-            federation.nodes[0]
-                .api()
-                .write(&records::json(enrol))
-                .await;
+            federation.nodes[0].api().write(&records::json(enrol)).await;
         }
         for node in &mut federation.nodes[1..] {
             node.start();
@@ -722,7 +722,10 @@ where
 {
     let deadline = Instant::now() + limit;
     while !condition().await {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -796,7 +799,12 @@ impl Cli {
     /// Runs and requires exit code `code`.
     pub fn expect(&self, node: Option<&TestNode>, code: i32, args: &[&str]) -> CliRun {
         let run = self.run(node, args);
-        assert_eq!(run.code, code, "rmledger {args:?} at {:?}: {run:?}", node.map(TestNode::org));
+        assert_eq!(
+            run.code,
+            code,
+            "rmledger {args:?} at {:?}: {run:?}",
+            node.map(TestNode::org)
+        );
         run
     }
 

@@ -332,7 +332,9 @@ fn chain_row(page: &str, chain: &str) -> String {
         .find(&format!("<strong>{chain}</strong></td>"))
         .map(|i| table + i)
         .unwrap_or_else(|| panic!("no row for chain {chain} on the overview: {page}"));
-    let end = page[start..].find("</tr>").map_or(page.len(), |i| start + i);
+    let end = page[start..]
+        .find("</tr>")
+        .map_or(page.len(), |i| start + i);
     page[start..end].to_string()
 }
 
