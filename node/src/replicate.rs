@@ -1108,7 +1108,9 @@ impl Replication {
             {
                 Ok(appended) => {
                     lock(&self.anchored).insert(chain.clone(), size);
-                    self.note_witnessed(&anchor, &own, now_unix_ms());
+                    let time = read_entry(store, &own, appended.seq)
+                        .map_or_else(|_| now_unix_ms(), |entry| entry.time_unix_ms());
+                    self.note_witnessed(&anchor, &own, time);
                     self.metrics.observe_anchor();
                     tracing::info!(%chain, size, %root, seq = appended.seq, "anchored");
                 }
