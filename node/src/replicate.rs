@@ -70,6 +70,10 @@ const MAX_PENDING_ANCHORS: usize = 10_000;
 const ANCHOR_LOOKBACK: u64 = 64;
 /// How long a `POST /v1/notify` to a peer may take.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+/// At start-up, how many of each chain's newest entries are read back for the anchors they
+/// hold (anchors are written every `anchor_interval_seconds`, so the newest anchor of each
+/// chain sits near the end of its witness's chain).
+const ANCHOR_READBACK: u64 = 4096;
 
 /// One piece of evidence: two signed objects that cannot both be true.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -87,6 +91,15 @@ pub struct Evidence {
     /// Unix ms: when this node detected it (for evidence read back from our chain at start-up,
     /// the time of the `ForkReported` entry).
     pub detected_at: u64,
+}
+
+/// The newest anchor of a chain that agrees with our copy of it: who witnessed which size, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Witnessed {
+    pub witness: OrgId,
+    pub size: u64,
+    /// Unix ms of the anchor entry.
+    pub time_unix_ms: u64,
 }
 
 /// A chain as a peer lists it in `GET /v1/chains`.
@@ -181,6 +194,8 @@ pub struct Replication {
     pending_anchors: Mutex<Vec<PendingAnchor>>,
     /// Chain → size of our latest anchor of it.
     anchored: Mutex<HashMap<OrgId, u64>>,
+    /// Chain → its newest agreeing anchor by any member (the web overview shows it).
+    witnessed: Mutex<HashMap<OrgId, Witnessed>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -235,8 +250,10 @@ impl Replication {
             frozen: Mutex::new(BTreeMap::new()),
             pending_anchors: Mutex::new(Vec::new()),
             anchored: Mutex::new(HashMap::new()),
+            witnessed: Mutex::new(HashMap::new()),
         };
         replication.read_own_chain()?;
+        replication.read_back_anchors()?;
         Ok(Arc::new(replication))
     }
 
@@ -268,6 +285,58 @@ impl Replication {
             }
         }
         Ok(())
+    }
+
+    /// Reads back the anchors among the newest [`ANCHOR_READBACK`] entries of every chain,
+    /// keeping those that agree with the chain they name.
+    fn read_back_anchors(&self) -> anyhow::Result<()> {
+        let store = self.store();
+        for info in store.chains() {
+            let from = info.size.saturating_sub(ANCHOR_READBACK);
+            let mut next = from;
+            while next < info.size {
+                let page = store.entries(&info.chain, next, 1000)?;
+                if page.is_empty() {
+                    break;
+                }
+                next += page.len() as u64;
+                for bytes in page {
+                    let entry = Entry::decode(&bytes)?;
+                    if let Record::Anchor(anchor) = entry.record()
+                        && anchor.size > 0
+                        && anchor.size <= store.chain_size(&anchor.chain)
+                        && store.root(&anchor.chain, anchor.size).ok() == Some(anchor.root)
+                    {
+                        self.note_witnessed(anchor, entry.chain(), entry.time_unix_ms());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `anchor` as its chain's newest witness if it names a larger size (or the same
+    /// size later) than the one held.
+    fn note_witnessed(&self, anchor: &Anchor, witness: &OrgId, time_unix_ms: u64) {
+        let mut witnessed = lock(&self.witnessed);
+        let newer = witnessed
+            .get(&anchor.chain)
+            .is_none_or(|held| (anchor.size, time_unix_ms) > (held.size, held.time_unix_ms));
+        if newer {
+            witnessed.insert(
+                anchor.chain.clone(),
+                Witnessed {
+                    witness: witness.clone(),
+                    size: anchor.size,
+                    time_unix_ms,
+                },
+            );
+        }
+    }
+
+    /// The newest anchor of `chain` that agrees with our copy of it.
+    pub fn last_anchor(&self, chain: &OrgId) -> Option<Witnessed> {
+        lock(&self.witnessed).get(chain).cloned()
     }
 
     fn remember_evidence(&self, report: &ForkReported, detected_at: u64) -> bool {
@@ -943,6 +1012,9 @@ impl Replication {
             return;
         };
         if root == anchor.root {
+            if let Ok(witness) = Entry::decode(entry) {
+                self.note_witnessed(anchor, witness.chain(), witness.time_unix_ms());
+            }
             return;
         }
         let second = match store.latest_checkpoint(&anchor.chain) {
@@ -1024,14 +1096,21 @@ impl Replication {
             let Ok(root) = store.root(&chain, size) else {
                 continue;
             };
-            let record = Record::Anchor(Anchor {
+            let anchor = Anchor {
                 root,
                 size,
                 chain: chain.clone(),
-            });
-            match self.writer.submit(OPERATOR_ANCHOR.into(), record).await {
+            };
+            match self
+                .writer
+                .submit(OPERATOR_ANCHOR.into(), Record::Anchor(anchor.clone()))
+                .await
+            {
                 Ok(appended) => {
                     lock(&self.anchored).insert(chain.clone(), size);
+                    let time = read_entry(store, &own, appended.seq)
+                        .map_or_else(|_| now_unix_ms(), |entry| entry.time_unix_ms());
+                    self.note_witnessed(&anchor, &own, time);
                     self.metrics.observe_anchor();
                     tracing::info!(%chain, size, %root, seq = appended.seq, "anchored");
                 }

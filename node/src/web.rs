@@ -588,25 +588,45 @@ pub struct ChainRow {
     pub last_anchor: Option<(OrgId, u64, u64)>,
 }
 
-/// Evidence that a chain forked or a member equivocated.
+/// Evidence that a chain forked or a member equivocated: two signed objects that cannot both
+/// be true, as replication found them.
 #[derive(Debug, Clone)]
 pub struct ForkEvidence {
     pub chain: OrgId,
     pub kind: EvidenceKind,
+    /// The entry position (`entries`) or the tree size (`checkpoints`, `anchor`).
     pub seq: u64,
-    pub detail: String,
+    pub first_id: String,
+    pub second_id: String,
+    pub detected_at: u64,
 }
 
-/// The fork evidence this node holds. The replication work adds the store of evidence behind
-/// `GET /v1/evidence`; until it lands here there is none to show. Plug it in here.
-pub fn fork_evidence(_state: &AppState) -> Vec<ForkEvidence> {
-    Vec::new()
+/// The fork evidence this node holds (`GET /v1/evidence`), oldest first.
+pub fn fork_evidence(state: &AppState) -> Vec<ForkEvidence> {
+    let mut evidence: Vec<ForkEvidence> = state
+        .replication
+        .evidence()
+        .into_iter()
+        .map(|e| ForkEvidence {
+            chain: e.chain,
+            kind: e.kind,
+            seq: e.seq,
+            first_id: e.first_id,
+            second_id: e.second_id,
+            detected_at: e.detected_at,
+        })
+        .collect();
+    evidence.sort_by_key(|e| e.detected_at);
+    evidence
 }
 
-/// The newest anchor witnessing `chain`: (witness, anchored size, time). Anchors are collected
-/// by the replication work; until it lands here there are none. Plug it in here.
-pub fn last_anchor(_state: &AppState, _chain: &OrgId) -> Option<(OrgId, u64, u64)> {
-    None
+/// The newest anchor witnessing `chain` that agrees with this node's copy: (witness, anchored
+/// size, time), from the replication state.
+pub fn last_anchor(state: &AppState, chain: &OrgId) -> Option<(OrgId, u64, u64)> {
+    state
+        .replication
+        .last_anchor(chain)
+        .map(|w| (w.witness, w.size, w.time_unix_ms))
 }
 
 pub fn overview(state: &AppState) -> Result<OverviewView, PageError> {
@@ -1246,7 +1266,8 @@ pub fn overview_page(ctx: &Ctx, view: &OverviewView) -> Markup {
                         }
                         td { span.label { (ctx.t(i18n::LAST_ANCHOR)) }
                             @if let Some((witness, size, time)) = &c.last_anchor {
-                                (size) " · " (witness) " · " (ctx.time(*time))
+                                (ctx.t(i18n::ANCHORED_BY)) " " strong { (witness) } " · "
+                                (ctx.t(i18n::AT_SIZE)) " " (size) " · " (ctx.time(*time))
                             } @else { span.muted { (ctx.t(i18n::NO_ANCHORS)) } }
                         }
                     }
@@ -1258,9 +1279,29 @@ pub fn overview_page(ctx: &Ctx, view: &OverviewView) -> Markup {
         @if view.evidence.is_empty() {
             p.muted { (ctx.t(i18n::NO_FORK_EVIDENCE)) }
         } @else {
-            ul {
-                @for e in &view.evidence {
-                    li.anomaly { (e.chain) " @ " (e.seq) " (" (format!("{:?}", e.kind)) "): " (e.detail) }
+            section.evidence {
+                p.anomaly { strong { (ctx.t(i18n::EVIDENCE_NOTE)) } }
+                table.stack {
+                    thead { tr {
+                        th { (ctx.t(i18n::CHAIN)) } th { (ctx.t(i18n::EVIDENCE_KIND)) }
+                        th { (ctx.t(i18n::EVIDENCE_AT)) } th { (ctx.t(i18n::EVIDENCE_OBJECTS)) }
+                        th { (ctx.t(i18n::EVIDENCE_DETECTED)) }
+                    } }
+                    tbody {
+                        @for e in &view.evidence {
+                            tr.anomaly {
+                                td { span.label { (ctx.t(i18n::CHAIN)) }  strong { (e.chain) } }
+                                td { span.label { (ctx.t(i18n::EVIDENCE_KIND)) }  (ctx.t(i18n::evidence_kind(e.kind))) }
+                                td.num { span.label { (ctx.t(i18n::EVIDENCE_AT)) }  (e.seq) }
+                                td { span.label { (ctx.t(i18n::EVIDENCE_OBJECTS)) }
+                                    span.mono title=(e.first_id) { (short(&e.first_id)) "…" }
+                                    " ≠ "
+                                    span.mono title=(e.second_id) { (short(&e.second_id)) "…" }
+                                }
+                                td { span.label { (ctx.t(i18n::EVIDENCE_DETECTED)) }  (ctx.time(e.detected_at)) }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -1550,6 +1591,53 @@ mod tests {
         assert_eq!(path_segment("A/1 ?#%"), "A%2F1%20%3F%23%25");
         let svg = qr_svg("http://127.0.0.1:7300/c/abc").unwrap();
         assert!(svg.starts_with("<svg") && !svg.contains("127.0.0.1"));
+    }
+
+    #[test]
+    fn overview_shows_anchors_and_fork_evidence() {
+        let federation = TestFederation::new();
+        let view = OverviewView {
+            federation: federation.genesis.id(),
+            name: "Test federation".into(),
+            registrar: org("jxim"),
+            this_node: org("nclab"),
+            members: Vec::new(),
+            chains: vec![ChainRow {
+                chain: org("acme-rm"),
+                size: 42,
+                root: TreeHash([7; 32]),
+                checkpoint: Some((42, START_UNIX_MS)),
+                last_anchor: Some((org("jxim"), 40, START_UNIX_MS)),
+            }],
+            evidence: vec![ForkEvidence {
+                chain: org("acme-rm"),
+                kind: EvidenceKind::Entries,
+                seq: 17,
+                first_id: "aa".repeat(32),
+                second_id: "bb".repeat(32),
+                detected_at: START_UNIX_MS,
+            }],
+            certificates: Vec::new(),
+            more_certificates: 0,
+        };
+        check(
+            &overview_page(&ctx(Lang::En, false), &view),
+            &[
+                "witnessed by <strong>jxim</strong> · at size 40 · 2026-01-01 08:00",
+                "fork: two entries at one position",
+                "frozen on this node",
+                "aaaaaaaaaaaa…",
+                "bbbbbbbbbbbb…",
+            ],
+        );
+        check(
+            &overview_page(&ctx(Lang::Zh, false), &view),
+            &[
+                "见证方 <strong>jxim</strong>",
+                "分叉：同一位置有两条记录",
+                "已冻结",
+            ],
+        );
     }
 
     #[test]

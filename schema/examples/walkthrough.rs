@@ -2,7 +2,8 @@
 //! certificate registered and its units shipped; every entry is verified against the pinned
 //! federation id, and one entry's receipt is checked against a signed checkpoint.
 //!
-//! Run with `cargo run -p rmledger-schema --example walkthrough` (or `scripts/demo.sh`).
+//! Run with `cargo run -p rmledger-schema --example walkthrough`. It shows the library alone;
+//! the demo of the whole system is `scripts/demo.sh` (four nodes and the CLI).
 
 use ed25519_dalek::SigningKey;
 use rmledger_schema::chain::ChainTip;

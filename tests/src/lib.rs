@@ -8,6 +8,8 @@
 //!   directory, and its tail is printed when a test panics while the node exists.
 //!   `RMLEDGER_KEEP_DIRS=1` keeps the directories for a post-mortem.
 //! - [`Api`] wraps reqwest: raw responses ([`Resp`]), JSON, CBOR entry pages, checkpoints.
+//! - [`Federation`] founds a federation of several nodes replicating each other (the registrar
+//!   enrols the members); [`Cli`] runs the real `rmledger` binary with its own config directory.
 //! - [`records`] builds the JSON bodies of the records the tests write.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -41,11 +43,25 @@ pub fn node_binary() -> &'static Path {
     BIN.get_or_init(|| find_or_build_node().unwrap_or_else(|e| panic!("rmledger-node: {e:#}")))
 }
 
+/// The `rmledger` CLI binary: `RMLEDGER_CLI_BIN`, else `target/<profile>/rmledger`, found and
+/// built like [`node_binary`].
+pub fn cli_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        find_or_build("RMLEDGER_CLI_BIN", "rmledger", "rmledger-client")
+            .unwrap_or_else(|e| panic!("rmledger: {e:#}"))
+    })
+}
+
 fn find_or_build_node() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("RMLEDGER_NODE_BIN") {
+    find_or_build("RMLEDGER_NODE_BIN", "rmledger-node", "rmledger-node")
+}
+
+fn find_or_build(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(env) {
         let bin = PathBuf::from(bin);
         if !bin.is_file() {
-            bail!("RMLEDGER_NODE_BIN={} is not a file", bin.display());
+            bail!("{env}={} is not a file", bin.display());
         }
         return Ok(bin);
     }
@@ -58,7 +74,7 @@ fn find_or_build_node() -> anyhow::Result<PathBuf> {
         .find(|dir| dir.join("deps").is_dir() && dir.file_name().is_some_and(|n| n != "deps"))
         .with_context(|| format!("no target/<profile> above {}", exe.display()))?
         .to_path_buf();
-    let bin = profile_dir.join(format!("rmledger-node{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     let profile = profile_dir
         .file_name()
         .and_then(|n| n.to_str())
@@ -71,7 +87,7 @@ fn find_or_build_node() -> anyhow::Result<PathBuf> {
     let mut build = Command::new(cargo);
     build
         .current_dir(workspace)
-        .args(["build", "-p", "rmledger-node", "--bin", "rmledger-node"])
+        .args(["build", "-p", package, "--bin", name])
         .stdin(Stdio::null());
     if let Some(target_dir) = profile_dir.parent() {
         build.arg("--target-dir").arg(target_dir);
@@ -90,15 +106,15 @@ fn find_or_build_node() -> anyhow::Result<PathBuf> {
         Ok(s) if s.success() => {}
         Ok(s) if bin.is_file() => {
             eprintln!(
-                "warning: `cargo build -p rmledger-node` failed ({s}); testing the existing {}",
+                "warning: `cargo build -p {package}` failed ({s}); testing the existing {}",
                 bin.display()
             );
         }
-        Ok(s) => bail!("`cargo build -p rmledger-node` failed: {s}"),
+        Ok(s) => bail!("`cargo build -p {package}` failed: {s}"),
         Err(e) if bin.is_file() => {
             eprintln!("warning: could not run cargo ({e}); testing the existing binary");
         }
-        Err(e) => bail!("could not run cargo to build rmledger-node: {e}"),
+        Err(e) => bail!("could not run cargo to build {package}: {e}"),
     }
     if !bin.is_file() {
         bail!("{} does not exist after the build", bin.display());
@@ -489,6 +505,315 @@ pub fn tail(path: &Path, n: usize) -> String {
     let text = read_from(path, 0);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Federations of several nodes
+
+/// A port nothing listens on at the moment (bound, then released). Nodes of a federation
+/// listen on ports picked in advance, because each names the others as peers before starting.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+impl TestNode {
+    /// `rmledger-node init` of `org` in `dir` (under a root the caller keeps), listening on a
+    /// port picked now: the registrar holding `roles` when `genesis` is `None`, else a member
+    /// joining the federation of that genesis file (the registrar still has to enrol it).
+    pub fn init_in(dir: &Path, org: &str, roles: &[&str], genesis: Option<&Path>) -> Self {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args = vec!["init", "--dir", path_str(dir), "--org", org];
+        args.extend(["--listen", &listen, "--json"]);
+        let roles = roles.join(",");
+        match genesis {
+            None => {
+                args.extend([
+                    "--registrar",
+                    "--federation-name",
+                    "System test federation",
+                    "--org-name",
+                    "Test Institute of Metrology",
+                ]);
+                if !roles.is_empty() {
+                    args.extend(["--roles", &roles]);
+                }
+            }
+            Some(genesis) => args.extend(["--genesis", path_str(genesis)]),
+        }
+        let out = node_command(&args);
+        assert!(
+            out.status.success(),
+            "rmledger-node init {org}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: InitReport = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("init --json of {org}: {e}"));
+        Self {
+            root: None,
+            dir: dir.to_path_buf(),
+            report,
+            child: None,
+            url: None,
+            api: None,
+        }
+    }
+
+    /// The organisation this node writes for.
+    pub fn org(&self) -> &str {
+        &self.report.org
+    }
+
+    /// The URL the node listens on once started (from its `node.toml`).
+    pub fn listen_url(&self) -> String {
+        let table = self.config_table();
+        let listen = table["listen"].as_str().expect("listen in node.toml");
+        format!("http://{listen}")
+    }
+
+    fn config_table(&self) -> toml::Table {
+        std::fs::read_to_string(self.config_file())
+            .expect("node.toml")
+            .parse()
+            .expect("node.toml parses")
+    }
+
+    /// Sets the node's peers, with short replication and anchor intervals for tests (the node
+    /// must be stopped).
+    pub fn configure_peers(&self, peers: &[String]) {
+        assert!(
+            self.child.is_none(),
+            "stop the node before changing its peers"
+        );
+        let mut table = self.config_table();
+        table.insert("replication_interval_ms".into(), 200.into());
+        table.insert("replication_max_backoff_ms".into(), 1000.into());
+        table.insert("anchor_interval_seconds".into(), 1.into());
+        let peers: Vec<toml::Value> = peers
+            .iter()
+            .map(|url| {
+                let mut peer = toml::Table::new();
+                peer.insert("url".into(), url.clone().into());
+                toml::Value::Table(peer)
+            })
+            .collect();
+        table.insert("peers".into(), peers.into());
+        std::fs::write(
+            self.config_file(),
+            toml::to_string(&table).expect("node.toml"),
+        )
+        .expect("write node.toml");
+    }
+}
+
+/// Node processes of one federation under one temporary root: `jxim` (registrar and
+/// institute) and the members it enrolled, each replicating from all the others.
+pub struct Federation {
+    /// Declared before `root` so the processes are stopped before their files go.
+    nodes: Vec<TestNode>,
+    root: tempfile::TempDir,
+}
+
+impl Federation {
+    /// Founds the federation, enrols `members` (`(org, role)`) through the registrar's API,
+    /// starts every node and waits until each member has replicated its own enrolment.
+    pub async fn start(members: &[(&str, &str)]) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("rmledger-federation-")
+            .tempdir()
+            .expect("temp dir");
+        let registrar = TestNode::init_in(&root.path().join(ORG), ORG, &["institute"], None);
+        let genesis = registrar.dir().join("genesis.cbor");
+        let mut nodes = vec![registrar];
+        for (org, _) in members {
+            nodes.push(TestNode::init_in(
+                &root.path().join(org),
+                org,
+                &[],
+                Some(&genesis),
+            ));
+        }
+        let urls: Vec<String> = nodes.iter().map(TestNode::listen_url).collect();
+        for node in &nodes {
+            let own = node.listen_url();
+            let peers: Vec<String> = urls.iter().filter(|u| **u != own).cloned().collect();
+            node.configure_peers(&peers);
+        }
+        let mut federation = Self { nodes, root };
+        federation.nodes[0].start();
+        for (i, (org, role)) in members.iter().enumerate() {
+            use rmledger_schema::records::{Enrol, Record, Role};
+            let role = Role::ALL
+                .into_iter()
+                .find(|r| r.as_str() == *role)
+                .unwrap_or_else(|| panic!("unknown role {role}"));
+            let enrol = Record::Enrol(Enrol {
+                org: rmledger_schema::ids::OrgId::new(org).expect("org id"),
+                keys: vec![federation.nodes[i + 1].public_key()],
+                name: format!("{org} (test)"),
+                roles: vec![role],
+            });
+            federation.nodes[0].api().write(&records::json(enrol)).await;
+        }
+        for node in &mut federation.nodes[1..] {
+            node.start();
+        }
+        for node in &federation.nodes[1..] {
+            let org = node.org().to_owned();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let members = node.api().get_json("/v1/members").await;
+                if members
+                    .as_array()
+                    .is_some_and(|m| m.iter().any(|m| m["org"] == org.as_str()))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{org} did not replicate its enrolment within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        federation
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The federation's genesis file.
+    pub fn genesis_file(&self) -> PathBuf {
+        self.nodes[0].dir().join("genesis.cbor")
+    }
+
+    pub fn node(&self, org: &str) -> &TestNode {
+        self.nodes
+            .iter()
+            .find(|n| n.org() == org)
+            .unwrap_or_else(|| panic!("no node {org}"))
+    }
+
+    pub fn node_mut(&mut self, org: &str) -> &mut TestNode {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.org() == org)
+            .unwrap_or_else(|| panic!("no node {org}"))
+    }
+
+    /// Stops every running node (SIGTERM, exit 0 expected).
+    pub fn stop_all(&mut self) {
+        for node in &mut self.nodes {
+            if node.is_running() {
+                node.stop();
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds; panics naming `what` after `limit`.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI
+
+/// The `rmledger` CLI with its own config directory (`XDG_CONFIG_HOME`), so the user's real
+/// config is never touched.
+pub struct Cli {
+    xdg: PathBuf,
+}
+
+/// What one `rmledger` run did.
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for CliRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl CliRun {
+    /// Stdout as JSON (after `--json`).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+impl Cli {
+    /// A CLI whose config lives in `dir` (created).
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("CLI config dir");
+        Self {
+            xdg: dir.to_path_buf(),
+        }
+    }
+
+    /// `rmledger ARGS…`, talking to `node` with its operator token when given.
+    pub fn run(&self, node: Option<&TestNode>, args: &[&str]) -> CliRun {
+        let mut command = Command::new(cli_binary());
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("XDG_CONFIG_HOME", &self.xdg)
+            .env("HOME", &self.xdg)
+            .stdin(Stdio::null());
+        if let Some(node) = node {
+            command
+                .env("RMLEDGER_NODE", node.url())
+                .env("RMLEDGER_TOKEN", node.token());
+        }
+        let out = command.output().expect("running rmledger");
+        CliRun {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and requires exit code `code`.
+    pub fn expect(&self, node: Option<&TestNode>, code: i32, args: &[&str]) -> CliRun {
+        let run = self.run(node, args);
+        assert_eq!(
+            run.code,
+            code,
+            "rmledger {args:?} at {:?}: {run:?}",
+            node.map(TestNode::org)
+        );
+        run
+    }
+
+    /// Runs with `--json`, requires exit 0 and returns the JSON printed.
+    pub fn json(&self, node: Option<&TestNode>, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        self.expect(node, 0, &all).json()
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 //! verification of saved and tampered bundles with the node stopped, and `--at`.
 //!
 //! Each test has its own node, data directory and `XDG_CONFIG_HOME`, so the user's real config
-//! is never touched. Until replication lands, the flows that need a second organisation's node
-//! (a lab receiving what a producer shipped) are covered by their error paths on one node; the
-//! full multi-node flow belongs to the demo once replication is on main.
+//! is never touched. Flows that need a second organisation's node (a lab receiving what a
+//! producer shipped) are covered here by their error paths on one node; the multi-node flow is
+//! `lab_flow.rs` (and `scripts/demo.sh`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

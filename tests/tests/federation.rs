@@ -314,6 +314,30 @@ async fn get_bytes(node: &Node, path: &str) -> Option<Vec<u8>> {
     Some(resp.bytes().await.ok()?.to_vec())
 }
 
+/// The overview page `/` in a language, as text.
+async fn overview(node: &Node, lang: &str) -> String {
+    let bytes = get_bytes(node, &format!("/?lang={lang}"))
+        .await
+        .unwrap_or_else(|| panic!("{}: GET / failed", node.org));
+    String::from_utf8(bytes).expect("the overview is UTF-8")
+}
+
+/// The row of `chain` in the overview's table of chains (from its name to the end of the row).
+fn chain_row(page: &str, chain: &str) -> String {
+    let table = ["Last anchor", "最新锚定"]
+        .iter()
+        .find_map(|header| page.find(header))
+        .unwrap_or_else(|| panic!("no table of chains on the overview: {page}"));
+    let start = page[table..]
+        .find(&format!("<strong>{chain}</strong></td>"))
+        .map(|i| table + i)
+        .unwrap_or_else(|| panic!("no row for chain {chain} on the overview: {page}"));
+    let end = page[start..]
+        .find("</tr>")
+        .map_or(page.len(), |i| start + i);
+    page[start..end].to_string()
+}
+
 /// chain → (size, head)
 async fn chains(node: &Node) -> BTreeMap<String, (u64, String)> {
     get_json(node, "/v1/chains")
@@ -595,6 +619,21 @@ async fn four_organisations_converge() {
     let m = metrics(nclab).await;
     assert!(metric(&m, "rmledger_replicated_entries_total") > 0, "{m}");
     assert_eq!(metric(&m, "rmledger_forks_total"), 0);
+    // The lab's overview names, per chain, the last anchor witnessing it: the institute's of
+    // the producer's chain, the lab's own of the institute's; and no fork evidence.
+    wait_for!("nclab's overview to show the anchors", 30, {
+        let page = overview(nclab, "en").await;
+        chain_row(&page, "acme-rm").contains("witnessed by <strong>jxim</strong> · at size")
+            && chain_row(&page, "jxim").contains("witnessed by <strong>")
+    });
+    let page = overview(nclab, "en").await;
+    assert!(page.contains("no fork evidence"), "{page}");
+    let zh = overview(nclab, "zh").await;
+    assert!(
+        chain_row(&zh, "acme-rm").contains("见证方 <strong>jxim</strong>"),
+        "{zh}"
+    );
+    assert!(zh.contains("无分叉证据"), "{zh}");
     // The state folded from replicated entries agrees across organisations.
     let state = |v: Value| v["state"].clone();
     assert_eq!(
@@ -641,6 +680,12 @@ async fn four_organisations_converge() {
     jxsamr.start();
     let view = converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
     assert!(view["jxim"].0 >= target, "midway {midway}, target {target}");
+    // After the restart the anchors held are read back from the stored chains.
+    let page = overview(jxsamr, "en").await;
+    assert!(
+        chain_row(&page, "acme-rm").contains("witnessed by <strong>jxim</strong>"),
+        "{page}"
+    );
     phase("restart mid-sync resumed");
 
     // A partition heals: nclab is cut off while others write, then comes back.
@@ -1128,6 +1173,17 @@ async fn hostile_peer_is_detected_and_named() {
     assert_eq!(item["first_id"], original.id().to_string());
     assert_eq!(item["second_id"], fork.id().to_string());
     assert_eq!(item["second"], data_encoding::HEXLOWER.encode(fork.bytes()));
+    // The overview shows the evidence, in both languages, naming both entries.
+    let page = overview(jxsamr, "en").await;
+    assert!(!page.contains("no fork evidence"), "{page}");
+    assert!(page.contains("fork: two entries at one position"), "{page}");
+    assert!(page.contains(&original.id().to_string()[..12]), "{page}");
+    assert!(page.contains(&fork.id().to_string()[..12]), "{page}");
+    let zh = overview(jxsamr, "zh").await;
+    assert!(zh.contains("分叉：同一位置有两条记录"), "{zh}");
+    for node in [&*jxim, &*acme, &*nclab] {
+        assert!(overview(node, "en").await.contains("no fork evidence"));
+    }
     assert_eq!(chains(jxsamr).await["acme-rm"], (size, head.to_string()));
     // Frozen: an honest acme-rm write no longer reaches the victim.
     let acme_write = write(acme, ghost_anchor(3)).await;
@@ -1173,6 +1229,11 @@ async fn hostile_peer_is_detected_and_named() {
             })
     });
 
+    assert!(
+        overview(jxsamr, "en")
+            .await
+            .contains("checkpoint contradicts the chain")
+    );
     // Both reports are on the victim's own chain; counted; the chains stay frozen after a
     // restart; honest replication of other chains goes on.
     wait_for!("two ForkReported entries", 20, {

@@ -4,7 +4,7 @@
 
 use rmledger_schema::date::Period;
 use rmledger_schema::lifecycle::{Status, UnitStage};
-use rmledger_schema::records::{RecordKind, Role, Severity, ValueKind, Verdict};
+use rmledger_schema::records::{EvidenceKind, RecordKind, Role, Severity, ValueKind, Verdict};
 
 /// The page language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +247,15 @@ texts! {
     LAST_ANCHOR => "Last anchor", "最新锚定";
     FORK_EVIDENCE => "Fork evidence", "分叉证据";
     NO_FORK_EVIDENCE => "no fork evidence", "无分叉证据";
+    EVIDENCE_NOTE => "Two validly signed objects contradict each other. Each chain named here is frozen on this node until the federation resolves it; nothing is resolved automatically.", "两个有效签名的对象相互矛盾。此处列出的链在本节点上已冻结，待联盟处理；系统不会自动处理。";
+    EVIDENCE_KIND => "Kind", "类型";
+    EVIDENCE_AT => "Position", "位置";
+    EVIDENCE_OBJECTS => "Conflicting objects", "相互矛盾的对象";
+    EVIDENCE_DETECTED => "Detected", "发现时间";
+    EVIDENCE_ENTRIES => "fork: two entries at one position", "分叉：同一位置有两条记录";
+    EVIDENCE_CHECKPOINTS => "checkpoint contradicts the chain", "检查点与链不一致";
+    EVIDENCE_ANCHOR => "anchor contradicts the chain", "锚定与链不一致";
+    AT_SIZE => "at size", "条目数";
     CERTIFICATES => "Certificates", "证书";
     NO_CERTIFICATES => "No certificate has been registered yet.", "尚无登记的证书。";
     MORE_NOT_SHOWN => "more not shown", "条未显示";
@@ -344,6 +353,14 @@ pub fn stage(stage: UnitStage) -> Text {
         UnitStage::Received => STAGE_RECEIVED,
         UnitStage::Opened => STAGE_OPENED,
         UnitStage::Disposed => STAGE_DISPOSED,
+    }
+}
+
+pub fn evidence_kind(kind: EvidenceKind) -> Text {
+    match kind {
+        EvidenceKind::Entries => EVIDENCE_ENTRIES,
+        EvidenceKind::Checkpoints => EVIDENCE_CHECKPOINTS,
+        EvidenceKind::Anchor => EVIDENCE_ANCHOR,
     }
 }
 
