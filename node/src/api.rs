@@ -768,11 +768,10 @@ async fn notify(State(state): State<AppState>) -> StatusCode {
 /// `GET /v1/audit/findings`: the audit report of this node's replica (the same JSON as
 /// `rmledger audit --json`), from the incremental auditor in [`NodeAudit`].
 async fn audit_findings(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let report = tokio::task::spawn_blocking(move || {
-        state.audit.report(&state.ledger, now_unix_ms())
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("the audit task failed: {e}")))??;
+    let report =
+        tokio::task::spawn_blocking(move || state.audit.report(&state.ledger, now_unix_ms()))
+            .await
+            .map_err(|e| ApiError::internal(format!("the audit task failed: {e}")))??;
     Ok(Json(&*report).into_response())
 }
 

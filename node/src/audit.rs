@@ -46,7 +46,11 @@ impl NodeAudit {
 
     /// The audit of everything the node holds, judged at `now_unix_ms`. Blocking (it reads the
     /// store): call it from a blocking task. Concurrent callers wait for one another.
-    pub fn report(&self, ledger: &Ledger, now_unix_ms: u64) -> Result<Arc<AuditReport>, StorageError> {
+    pub fn report(
+        &self,
+        ledger: &Ledger,
+        now_unix_ms: u64,
+    ) -> Result<Arc<AuditReport>, StorageError> {
         let mut guard = lock(&self.fed);
         let store = ledger.store();
         let registrar = ledger.genesis().registrar().clone();
