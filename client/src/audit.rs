@@ -187,12 +187,11 @@ pub fn from_data_dir(
                 let chain = chain_of(record.bytes, &mut last_chain, &registrar);
                 if chain == registrar {
                     registrar_page.push(record.bytes.to_vec());
-                    if registrar_page.len() >= rmledger_schema::audit::PAGE {
-                        if let Err(e) = auditor.chain_entries(&registrar, registrar_page.drain(..))
-                        {
-                            feed_error = Some(e);
-                            return ControlFlow::Break(());
-                        }
+                    if registrar_page.len() >= rmledger_schema::audit::PAGE
+                        && let Err(e) = auditor.chain_entries(&registrar, registrar_page.drain(..))
+                    {
+                        feed_error = Some(e);
+                        return ControlFlow::Break(());
                     }
                 }
             }

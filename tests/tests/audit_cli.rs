@@ -45,7 +45,9 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/<profile>/NAME`, built once per test process (a no-op when up to date).
+/// `target/<profile>/NAME`, built when missing or older than the sources (a build from a test
+/// process resolves features differently from the test build and rebuilds shared crates, so
+/// it is skipped when it would be a no-op).
 fn binary(name: &str, package: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let profile_dir = exe
@@ -55,6 +57,25 @@ fn binary(name: &str, package: &str) -> PathBuf {
         .expect("target/<profile>")
         .to_path_buf();
     let bin = profile_dir.join(name);
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let stale = built.is_none_or(|built| {
+        ["node/src", "node/src/web", "schema/src", "client/src"]
+            .iter()
+            .flat_map(|dir| {
+                std::fs::read_dir(workspace().join(dir))
+                    .into_iter()
+                    .flatten()
+            })
+            .flatten()
+            .any(|f| {
+                f.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m > built)
+            })
+    });
+    if !stale {
+        return bin;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -677,7 +698,7 @@ fn audit_of_a_federation_clean_then_broken() {
         assert_eq!(&ids(report), expected, "{report:#}");
         assert_eq!(
             evidence(finding(report, &format!("domain/never-verified/{never}"))),
-            [never.clone()]
+            vec![never.clone()]
         );
         let f = finding(
             report,
@@ -710,7 +731,7 @@ fn audit_of_a_federation_clean_then_broken() {
         &via_node,
         &format!("domain/failed-verification-not-acted-on/{failing}/jxim/{failed_seq}"),
     );
-    assert_eq!(evidence(f), [failed_entry.clone()]);
+    assert_eq!(evidence(f), vec![failed_entry.clone()]);
     let run = producer.expect(
         1,
         &[
@@ -866,7 +887,7 @@ fn lone_chain_goes_unanchored() {
     );
     let f = finding(&report, "chain/anchor-overdue/jxim");
     assert_eq!(f["severity"], "medium");
-    assert_eq!(evidence(f), [last.clone()]);
+    assert_eq!(evidence(f), vec![last.clone()]);
     let run = cli.expect(
         0,
         &[
