@@ -115,3 +115,108 @@ impl NodeAudit {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::storage::{Batch, Store, StoreOptions};
+    use rmledger_schema::entry::Entry;
+    use rmledger_schema::records::{Record, Role, Shipped};
+    use rmledger_schema::testkit::{START_UNIX_MS, TestFederation, org, serials, soil_certificate};
+
+    /// The whole ledger replayed from the genesis, as a fresh auditor sees it.
+    fn replay(ledger: &Ledger, now_unix_ms: u64) -> AuditReport {
+        let store = ledger.store();
+        let registrar = ledger.genesis().registrar().clone();
+        let mut chains: Vec<OrgId> = store.chains().into_iter().map(|c| c.chain).collect();
+        chains.sort_by_key(|chain| *chain != registrar);
+        let mut auditor = Auditor::new(ledger.genesis(), AuditConfig::at(now_unix_ms));
+        for chain in &chains {
+            let entries = store.entries(chain, 0, usize::MAX).unwrap();
+            auditor.chain_entries(chain, &entries).unwrap();
+            if let Some(checkpoint) = store.latest_checkpoint(chain).unwrap() {
+                auditor.checkpoint(checkpoint.bytes());
+            }
+        }
+        auditor.finish()
+    }
+
+    fn store_new(store: &Store, federation: &TestFederation, entries: Vec<Entry>) {
+        let chains: BTreeSet<OrgId> = entries.iter().map(|e| e.chain().clone()).collect();
+        let checkpoints = chains
+            .iter()
+            .map(|c| federation.checkpoint(c.as_str()))
+            .collect();
+        store
+            .append(&Batch {
+                entries,
+                checkpoints,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn incremental_reports_equal_a_full_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut federation = TestFederation::with_members();
+        let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        store_new(&store, &federation, federation.chain("jxim").to_vec());
+        let ledger = Ledger::open(store.clone(), federation.genesis.clone(), org("jxim")).unwrap();
+        let audit = NodeAudit::new();
+        let mut now = START_UNIX_MS + 3_600_000;
+
+        // A registration never verified: one finding, incrementally as in a replay.
+        let reg = federation.append(
+            "acme-rm",
+            Record::BatchRegistered(soil_certificate("2025a")),
+        );
+        let cert = reg.id();
+        store_new(&store, &federation, vec![reg]);
+        let first = audit.report(&ledger, now).unwrap();
+        assert_eq!(*first, replay(&ledger, now));
+        assert_eq!(first.findings.len(), 1, "{:?}", first.findings);
+        // Nothing stored and within the reuse window: the same report.
+        assert!(Arc::ptr_eq(
+            &first,
+            &audit.report(&ledger, now + 1000).unwrap()
+        ));
+
+        // Another chain grows: only its new entries are fed.
+        let shipped = federation.append(
+            "acme-rm",
+            Record::Shipped(Shipped {
+                to: org("nclab"),
+                cert,
+                serials: serials("S-0001..S-0002"),
+            }),
+        );
+        store_new(&store, &federation, vec![shipped]);
+        now += 60_000;
+        let second = audit.report(&ledger, now).unwrap();
+        assert_eq!(*second, replay(&ledger, now));
+
+        // The registrar's chain grows (a new member): the auditor is rebuilt from the genesis.
+        federation.enrol("jxqi", Role::Institute);
+        let enrolment = federation.chain("jxim").last().unwrap().clone();
+        store_new(&store, &federation, vec![enrolment]);
+        now += 60_000;
+        let third = audit.report(&ledger, now).unwrap();
+        assert_eq!(*third, replay(&ledger, now));
+
+        // Time alone moves the deadlines: past the reuse window a new report is made.
+        let later = now + REPORT_MAX_AGE_MS + 8 * 86_400_000;
+        let fourth = audit.report(&ledger, later).unwrap();
+        assert!(!Arc::ptr_eq(&third, &fourth));
+        assert_eq!(*fourth, replay(&ledger, later));
+        assert!(
+            fourth
+                .findings
+                .iter()
+                .any(|f| f.rule == "chain/anchor-overdue"),
+            "{:?}",
+            fourth.findings
+        );
+    }
+}
