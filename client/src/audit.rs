@@ -122,10 +122,8 @@ pub async fn from_node(
     let mut chains = client.chains().await?;
     chains.sort_by_key(|c| c.chain != registrar);
     let mut auditor = Auditor::new(genesis, config);
-    progress.stage(
-        "replicating and checking",
-        chains.iter().map(|c| c.size).sum(),
-    );
+    let total = chains.iter().fold(0u64, |sum, c| sum.saturating_add(c.size));
+    progress.stage("replicating and checking", total);
     for chain in &chains {
         // The checkpoint first: the node signs one only over durable entries, so fetching up to
         // its size (the chain may have grown since the list) never asks for what is not there.
