@@ -122,7 +122,9 @@ pub async fn from_node(
     let mut chains = client.chains().await?;
     chains.sort_by_key(|c| c.chain != registrar);
     let mut auditor = Auditor::new(genesis, config);
-    let total = chains.iter().fold(0u64, |sum, c| sum.saturating_add(c.size));
+    let total = chains
+        .iter()
+        .fold(0u64, |sum, c| sum.saturating_add(c.size));
     progress.stage("replicating and checking", total);
     for chain in &chains {
         // The checkpoint first: the node signs one only over durable entries, so fetching up to
@@ -264,13 +266,11 @@ pub fn from_data_dir(
     Ok(report)
 }
 
-/// The chain an entry's bytes claim; bytes that do not decode count as the previous entry's
-/// chain (the registrar's before any), as [`Auditor::entry`] counts them, and are reported by
-/// the auditor as undecodable there.
+/// The chain an entry's bytes claim (read from the protected header only); bytes without a
+/// readable header count as the previous entry's chain (the registrar's before any), as
+/// [`Auditor::entry`] counts them, and the auditor reports them as undecodable there.
 fn chain_of(bytes: &[u8], last: &mut Option<OrgId>, registrar: &OrgId) -> OrgId {
-    let chain = rmledger_schema::entry::Entry::decode(bytes)
-        .ok()
-        .map(|e| e.chain().clone())
+    let chain = rmledger_schema::audit::peek_chain(bytes)
         .or_else(|| last.clone())
         .unwrap_or_else(|| registrar.clone());
     *last = Some(chain.clone());

@@ -1331,8 +1331,9 @@ fn severity_name(s: Severity) -> &'static str {
     }
 }
 
-/// The chain an entry claims (CWT `iss` of its protected header), without decoding it all.
-fn peek_chain(bytes: &[u8]) -> Option<OrgId> {
+/// The chain an entry claims (CWT `iss` of its protected header), without decoding it all
+/// (callers that sort a mixed log by chain before feeding, like `rmledger audit --data`).
+pub fn peek_chain(bytes: &[u8]) -> Option<OrgId> {
     let mut r = crate::cbor::Reader::new(bytes);
     r.tag().ok()?;
     r.array().ok()?;
