@@ -69,7 +69,7 @@ impl Progress {
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{msg:24} [{bar:30}] {human_pos}/{human_len} ({per_sec}, {eta})",
+                    "{msg:24} [{bar:30}] {human_pos}/{human_len} ({elapsed}, {eta} left)",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -83,9 +83,9 @@ impl Progress {
     }
 
     fn stage(&self, message: &'static str, total: u64) {
-        self.0.set_message(message);
+        self.0.reset();
         self.0.set_length(total);
-        self.0.set_position(0);
+        self.0.set_message(message);
     }
 
     fn inc(&self, n: u64) {
@@ -179,9 +179,17 @@ pub fn from_data_dir(
     let mut records = 0u64;
     let mut newest: BTreeMap<OrgId, (u64, u64, Vec<u8>)> = BTreeMap::new();
     let mut last_chain = None;
-    progress.stage("reading the registrar", 0);
+    // The first pass is measured in bytes of the segment files (the record count is not known).
+    let log_bytes = std::fs::read_dir(dir.join("segments"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|f| f.metadata().ok())
+        .fold(0u64, |sum, m| sum.saturating_add(m.len()));
+    progress.stage("reading the log (bytes)", log_bytes);
     let end = storage::read_log(dir, None, |record| {
         records += 1;
+        progress.inc((storage::FRAME_HEADER + record.bytes.len()) as u64);
         match record.kind {
             RecordType::Entry => {
                 let chain = chain_of(record.bytes, &mut last_chain, &registrar);
