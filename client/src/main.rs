@@ -2,8 +2,9 @@
 //! enrol members, register and revise certificates, record verifications, status changes and
 //! the units' journey, show a certificate, verify it offline from a proof bundle, print labels.
 //!
-//! Exit codes: 0 success (for `verify`: the certificate is valid); 1 refused — by the node, by
-//! a local check of the input, or (`verify`) not valid; 2 usage, configuration or network error.
+//! Exit codes: 0 success (for `verify`: the certificate is valid; for `audit`: no finding at the
+//! `--fail-on` level or above); 1 refused — by the node, by a local check of the input, or
+//! (`verify`) not valid, (`audit`) findings; 2 usage, configuration or network error.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,7 +41,7 @@ use serde_json::json;
     name = "rmledger",
     version,
     about = "The rmledger CLI: a federated signed ledger for certified reference materials",
-    after_help = "Exit codes: 0 success (verify: valid), 1 refused or not valid, 2 usage, configuration or network error.\nSee docs/cli.md for every command with an example."
+    after_help = "Exit codes: 0 success (verify: valid; audit: no finding at --fail-on or above), 1 refused, not valid or findings, 2 usage, configuration or network error.\nSee docs/cli.md for every command with an example."
 )]
 struct Cli {
     /// The node to talk to, e.g. http://127.0.0.1:7300 (else RMLEDGER_NODE, else the config file).
