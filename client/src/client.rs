@@ -315,6 +315,23 @@ impl Client {
         })
     }
 
+    /// `GET /v1/chains/{chain}/checkpoint` as the node served it (for the audit, which turns
+    /// bytes that do not decode into a finding); `None` when the chain has no checkpoint.
+    pub async fn checkpoint_bytes(&self, chain: &OrgId) -> Result<Option<Vec<u8>>, Error> {
+        match self
+            .get_bytes(
+                &format!("/v1/chains/{chain}/checkpoint"),
+                &[],
+                MAX_CHECKPOINT_BYTES,
+            )
+            .await
+        {
+            Ok((bytes, _)) => Ok(Some(bytes)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `GET /v1/chains/{chain}/checkpoint`, decoded (signature not checked here).
     pub async fn checkpoint(&self, chain: &OrgId) -> Result<Checkpoint, Error> {
         let (bytes, url) = self

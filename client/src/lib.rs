@@ -5,12 +5,15 @@
 //! environment, `config.toml` and the pinned trust anchor); [`resolve`] (naming certificates and
 //! bundle sources); [`certfile`] (certificate files in TOML or JSON); [`verify`] (offline bundle
 //! verification and the lifecycle fold); [`view`] (a certificate's state for display);
-//! [`time`], [`keys`] and [`qr`] (labels).
+//! [`time`], [`keys`] and [`qr`] (labels); [`audit`] (the regulator's audit of a whole ledger,
+//! over the API or from a data directory, and its reports).
 //!
-//! **Architecture invariant:** the client never opens a node's data directory and trusts
-//! nothing a node says about validity: `verify` decides from a bundle checked against the
-//! pinned federation id alone.
+//! **Architecture invariant:** the client opens a node's data directory only for `audit
+//! --data`, read-only through `rmledger_node::storage::read_log` (no lock, no writes), and trusts
+//! nothing a node says about validity: `verify` decides from a bundle checked against the pinned
+//! federation id alone, and the audit judges every entry against the pinned genesis.
 
+pub mod audit;
 pub mod certfile;
 pub mod client;
 pub mod config;

@@ -2,13 +2,15 @@
 //! enrol members, register and revise certificates, record verifications, status changes and
 //! the units' journey, show a certificate, verify it offline from a proof bundle, print labels.
 //!
-//! Exit codes: 0 success (for `verify`: the certificate is valid); 1 refused — by the node, by
-//! a local check of the input, or (`verify`) not valid; 2 usage, configuration or network error.
+//! Exit codes: 0 success (for `verify`: the certificate is valid; for `audit`: no finding at the
+//! `--fail-on` level or above); 1 refused — by the node, by a local check of the input, or
+//! (`verify`) not valid, (`audit`) findings; 2 usage, configuration or network error.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rmledger_client::audit::{self as audit_report, Progress};
 use rmledger_client::certfile::{self, FileError};
 use rmledger_client::client::Appended;
 use rmledger_client::config::Settings;
@@ -16,16 +18,18 @@ use rmledger_client::render::{self, Style};
 use rmledger_client::resolve::{BundleSource, CertRef};
 use rmledger_client::time::{format_time, now_unix_ms, parse_time};
 use rmledger_client::verify::{VerifyError, verify_bundle};
+use rmledger_client::view::CertificateView;
 use rmledger_client::{Client, Error, keys, qr};
-use rmledger_schema::bundle::Bundle;
+use rmledger_schema::audit::{AuditConfig, audit_bundle, impact as audit_impact};
+use rmledger_schema::bundle::{Bundle, VerifiedBundle};
 use rmledger_schema::date::Date;
 use rmledger_schema::decimal::Decimal;
 use rmledger_schema::federation::{Genesis, GenesisBody};
 use rmledger_schema::ids::{CertificateId, FederationId, KeyId, OrgId, PublicKey};
 use rmledger_schema::records::{
     Disposed, Enrol, KeyAdded, KeyRevoked, MemberStatus, Opened, Purpose, Received, Record,
-    RecordError, Role, Shipped, StabilityCheck, StabilityConclusion, StatusChange, Uncertainty,
-    Used, ValueVerification, Verdict,
+    RecordError, Role, Severity, Shipped, StabilityCheck, StabilityConclusion, StatusChange,
+    Uncertainty, Used, ValueVerification, Verdict,
 };
 use rmledger_schema::serial::{SerialRange, SerialSet};
 use rmledger_schema::units::Unit;
@@ -37,7 +41,7 @@ use serde_json::json;
     name = "rmledger",
     version,
     about = "The rmledger CLI: a federated signed ledger for certified reference materials",
-    after_help = "Exit codes: 0 success (verify: valid), 1 refused or not valid, 2 usage, configuration or network error.\nSee docs/cli.md for every command with an example."
+    after_help = "Exit codes: 0 success (verify: valid; audit: no finding at --fail-on or above), 1 refused, not valid or findings, 2 usage, configuration or network error.\nSee docs/cli.md for every command with an example."
 )]
 struct Cli {
     /// The node to talk to, e.g. http://127.0.0.1:7300 (else RMLEDGER_NODE, else the config file).
@@ -148,6 +152,20 @@ enum Command {
         /// The public base URL printed in the code (default: the node URL).
         #[arg(long)]
         base_url: Option<String>,
+    },
+    /// The regulator's audit of the whole ledger (`--node` or `--data DIR`), or of one
+    /// certificate (`audit certificate ID`): findings with their evidence entries.
+    Audit(AuditArgs),
+    /// Every lab and unit affected by a recall, withdrawal, suspension or failed verification,
+    /// and every use from the cutoff on, with entry ids.
+    Impact {
+        cert: CertRef,
+        /// List uses from this moment (RFC 3339 or a date) instead of the earliest cause.
+        #[arg(long)]
+        since: Option<String>,
+        /// Verify against this genesis file instead of the pinned federation.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
     },
     /// The node's health, federation and chains.
     Status,
@@ -350,6 +368,96 @@ struct VerifyArgs {
     /// Also save the fetched bundle to this file.
     #[arg(long)]
     save: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AuditArgs {
+    #[command(subcommand)]
+    target: Option<AuditCommand>,
+    /// Read this node data directory directly (read-only; works while the node runs) instead of
+    /// replicating from --node.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Write report.json and report.html into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    settings: AuditSettings,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// One certificate's whole life from its proof bundle (verified offline) and its findings.
+    Certificate {
+        cert: CertRef,
+        #[command(flatten)]
+        settings: AuditSettings,
+    },
+}
+
+#[derive(Args)]
+struct AuditSettings {
+    /// Audit against this genesis file instead of the pinned federation.
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// A failed verification must be followed by a suspension, recall or withdrawal within
+    /// this (e.g. 30d, 12h, 90s).
+    #[arg(long, default_value = "30d", value_parser = parse_duration_ms)]
+    suspension_deadline: u64,
+    /// A chain must be anchored at least this often (e.g. 7d).
+    #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+    anchor_max_age: u64,
+    /// Exit 1 when there are findings of this severity or more serious.
+    #[arg(long, value_enum, default_value = "critical")]
+    fail_on: SeverityArg,
+    /// Judge at this moment (RFC 3339 or a date) instead of now.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SeverityArg {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(s: SeverityArg) -> Self {
+        match s {
+            SeverityArg::Critical => Severity::Critical,
+            SeverityArg::High => Severity::High,
+            SeverityArg::Medium => Severity::Medium,
+            SeverityArg::Low => Severity::Low,
+            SeverityArg::Info => Severity::Info,
+        }
+    }
+}
+
+/// `30d`, `12h`, `15m`, `90s` or `500ms` as milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?}: write a whole number and a unit, e.g. 30d, 12h, 15m, 90s, 500ms")
+    })?;
+    let scale = match unit {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1_000,
+        "ms" => 1,
+        _ => return Err(format!("{text:?}: the unit must be d, h, m, s or ms")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Subcommand)]
@@ -800,6 +908,12 @@ async fn run(cli: Cli) -> Outcome {
             out,
             base_url,
         } => qr_label(&ctx, cert, unit, &out, base_url).await,
+        Command::Audit(args) => audit(&ctx, args).await,
+        Command::Impact {
+            cert,
+            since,
+            genesis,
+        } => impact(&ctx, &cert, since.as_deref(), genesis.as_deref()).await,
         Command::Status => status(&ctx).await,
         Command::Config(command) => config(ctx, command),
     }
@@ -1488,4 +1602,227 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> Outcome {
             })
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+/// The genesis the audit trusts: `--genesis FILE`, else the pinned one.
+fn audit_genesis(ctx: &Ctx, file: Option<&Path>) -> Result<Genesis, Failure> {
+    if let Some(path) = file {
+        let bytes =
+            std::fs::read(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+        return Genesis::decode(&bytes)
+            .map_err(|e| Failure::usage(format!("{} is not a genesis: {e}", path.display())));
+    }
+    ctx.settings.pinned_genesis()?.ok_or_else(|| {
+        Failure::usage(
+            "no trust anchor: pin the federation first with `rmledger federation trust <genesis file | node URL>`, or pass --genesis FILE",
+        )
+    })
+}
+
+fn audit_config(settings: &AuditSettings, genesis: &Genesis) -> Result<AuditConfig, Failure> {
+    let now = match &settings.at {
+        Some(text) => {
+            parse_time(text, genesis.body().utc_offset_minutes).map_err(Failure::usage)?
+        }
+        None => now_unix_ms(),
+    };
+    let mut config = AuditConfig::at(now);
+    config.suspension_deadline_ms = settings.suspension_deadline;
+    config.anchor_max_age_ms = settings.anchor_max_age;
+    config.threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    Ok(config)
+}
+
+async fn audit(ctx: &Ctx, args: AuditArgs) -> Outcome {
+    if let Some(AuditCommand::Certificate { cert, settings }) = args.target {
+        return audit_certificate(ctx, &cert, &settings).await;
+    }
+    let settings = &args.settings;
+    let genesis = audit_genesis(ctx, settings.genesis.as_deref())?;
+    let offset = genesis.body().utc_offset_minutes;
+    let config = audit_config(settings, &genesis)?;
+    let progress = Progress::new(true);
+    let report = match &args.data {
+        Some(dir) => audit_report::from_data_dir(dir, &genesis, config, &progress)?,
+        None => audit_report::from_node(&ctx.client()?, &genesis, config, &progress).await?,
+    };
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out)
+            .map_err(|e| Failure::usage(format!("{}: {e}", out.display())))?;
+        let json = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(out.join("report.json"), json)
+            .map_err(|e| Failure::usage(format!("{}: {e}", out.join("report.json").display())))?;
+        std::fs::write(
+            out.join("report.html"),
+            audit_report::render_html(&report, offset),
+        )
+        .map_err(|e| Failure::usage(format!("{}: {e}", out.join("report.html").display())))?;
+    }
+    ctx.print(&serde_json::to_value(&report)?, || {
+        let mut text = audit_report::render_text(&report, ctx.style, offset);
+        if let Some(out) = &args.out {
+            text.push_str(&format!(
+                "\nWrote {} and {}\n",
+                out.join("report.json").display(),
+                out.join("report.html").display()
+            ));
+        }
+        text
+    });
+    Ok(fail_on(&report.findings, settings.fail_on))
+}
+
+/// Exit 1 when a finding is at the `--fail-on` level or more serious, else 0.
+fn fail_on(findings: &[rmledger_schema::audit::Finding], level: SeverityArg) -> ExitCode {
+    let level = Severity::from(level);
+    if findings.iter().any(|f| f.severity <= level) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A certificate's bundle from the node, verified offline against `genesis`.
+async fn verified_bundle(
+    ctx: &Ctx,
+    cert: &CertRef,
+    genesis: &Genesis,
+) -> Result<(CertificateId, VerifiedBundle), Failure> {
+    let client = ctx.client()?;
+    let id = cert.resolve(&client).await?;
+    let bytes = client.bundle_bytes(&id).await?;
+    let bundle = Bundle::decode(&bytes).map_err(|e| {
+        Failure::refused(
+            format!("the node's bundle of {id} is not a proof bundle: {e}"),
+            json!({"error": "not_a_bundle", "detail": e.to_string()}),
+        )
+    })?;
+    let verified = bundle.verify(genesis.id()).map_err(|e| {
+        Failure::refused(
+            format!(
+                "the node's bundle of {id} does not verify against federation {}: {e}",
+                genesis.id()
+            ),
+            json!({"error": "integrity", "detail": e.to_string()}),
+        )
+    })?;
+    Ok((id, verified))
+}
+
+async fn audit_certificate(ctx: &Ctx, cert: &CertRef, settings: &AuditSettings) -> Outcome {
+    let genesis = audit_genesis(ctx, settings.genesis.as_deref())?;
+    let offset = genesis.body().utc_offset_minutes;
+    let config = audit_config(settings, &genesis)?;
+    let (id, verified) = verified_bundle(ctx, cert, &genesis).await?;
+    let result = audit_bundle(&verified, id, &config).map_err(|e| {
+        Failure::refused(
+            format!("the certificate's entries do not fold: {e}"),
+            json!({"error": "lifecycle", "rule": e.rule, "detail": e.detail}),
+        )
+    })?;
+    let view = CertificateView::of(&result.state).map_err(|e| Failure::usage(e.to_string()))?;
+    let status = result.state.status_at(config.now_unix_ms, offset);
+    let expiry = result
+        .state
+        .revision_at(config.now_unix_ms)
+        .expiry_unix_ms(offset);
+    ctx.print(
+        &json!({
+            "certificate": id, "federation": genesis.id(), "now_unix_ms": config.now_unix_ms,
+            "status": status, "state": view, "findings": result.findings,
+        }),
+        || {
+            let mut out =
+                render::certificate(ctx.style, &view, status.as_str(), expiry, offset, true);
+            out.push_str(&format!(
+                "\nVerified offline against federation {} ({} entries)\n",
+                genesis.id(),
+                verified.entries.len()
+            ));
+            if result.findings.is_empty() {
+                out.push_str(&format!("\n{}\n", ctx.style.good("No findings.")));
+            }
+            for f in &result.findings {
+                out.push_str(&format!(
+                    "\n{} {}\n  {}\n",
+                    audit_report::severity_name(f.severity).to_uppercase(),
+                    audit_report::printable(&f.id),
+                    audit_report::printable(&f.explanation)
+                ));
+                for e in &f.entries {
+                    out.push_str(&format!("  evidence {e}\n"));
+                }
+            }
+            out
+        },
+    );
+    Ok(fail_on(&result.findings, settings.fail_on))
+}
+
+async fn impact(
+    ctx: &Ctx,
+    cert: &CertRef,
+    since: Option<&str>,
+    genesis_file: Option<&Path>,
+) -> Outcome {
+    let genesis = audit_genesis(ctx, genesis_file)?;
+    let offset = genesis.body().utc_offset_minutes;
+    let since = since
+        .map(|text| parse_time(text, offset))
+        .transpose()
+        .map_err(Failure::usage)?;
+    let (id, verified) = verified_bundle(ctx, cert, &genesis).await?;
+    let report = audit_impact(offset, id, &verified.entries, since).map_err(|e| {
+        Failure::refused(
+            format!("the certificate's entries do not fold: {e}"),
+            json!({"error": "lifecycle", "rule": e.rule, "detail": e.detail}),
+        )
+    })?;
+    ctx.print(&serde_json::to_value(&report)?, || {
+        let time = |ms: u64| format_time(ms, offset);
+        let mut out = format!("{} of certificate {id}\n", ctx.style.bold("Impact"));
+        if report.cause.is_empty() {
+            out.push_str("  no recall, withdrawal, suspension or failed verification\n");
+        }
+        for c in &report.cause {
+            out.push_str(&format!(
+                "  cause     {} by {} at {}  entry {}\n",
+                c.kind,
+                c.by,
+                time(c.time_unix_ms),
+                c.entry
+            ));
+        }
+        match report.cutoff {
+            Some(cutoff) => out.push_str(&format!("  uses from {}\n", time(cutoff))),
+            None => out.push_str("  no cutoff: no uses listed\n"),
+        }
+        for lab in &report.labs {
+            out.push_str(&format!(
+                "\n{}  units: {}\n",
+                ctx.style.bold(lab.org.as_str()),
+                audit_report::printable(&lab.units.join(", "))
+            ));
+            if lab.uses_after_cutoff.is_empty() {
+                out.push_str("  no uses from the cutoff on\n");
+            }
+            for u in &lab.uses_after_cutoff {
+                out.push_str(&format!(
+                    "  use of {} at {}  entry {}{}\n",
+                    audit_report::printable(&u.serial),
+                    time(u.time_unix_ms),
+                    u.entry,
+                    u.reference
+                        .as_deref()
+                        .map(|r| format!("  ({})", audit_report::printable(r)))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        out
+    });
+    Ok(ExitCode::SUCCESS)
 }

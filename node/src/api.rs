@@ -27,6 +27,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::append::{WriteError, Writer, now_unix_ms, rule_status};
+use crate::audit::NodeAudit;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub replication: Arc<Replication>,
+    /// The audit of the node's replica, fed as the ledger grows (`/v1/audit/findings`, `/findings`).
+    pub audit: Arc<NodeAudit>,
 }
 
 /// The routes, for the router and for `/openapi.json` (one table, so they cannot drift).
@@ -112,6 +115,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/evidence",
         "Fork and equivocation evidence held: both signed objects (hex) per item",
     ),
+    (
+        "get",
+        "/v1/audit/findings",
+        "The audit of this node's replica (JSON report: counts by severity, findings with evidence entry ids)",
+    ),
     ("get", "/healthz", "Liveness"),
     ("get", "/metrics", "Prometheus metrics"),
     ("get", "/openapi.json", "This API's OpenAPI document"),
@@ -173,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route(documented("/v1/certificates/{id}/bundle"), get(bundle))
         .route(documented("/v1/notify"), post(notify))
         .route(documented("/v1/evidence"), get(evidence))
+        .route(documented("/v1/audit/findings"), get(audit_findings))
         .route(documented("/healthz"), get(|| async { "ok\n" }))
         .route(documented("/metrics"), get(metrics))
         .route(documented("/openapi.json"), get(openapi))
@@ -754,6 +763,16 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
 async fn notify(State(state): State<AppState>) -> StatusCode {
     state.replication.notify();
     StatusCode::ACCEPTED
+}
+
+/// `GET /v1/audit/findings`: the audit report of this node's replica (the same JSON as
+/// `rmledger audit --json`), from the incremental auditor in [`NodeAudit`].
+async fn audit_findings(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let report =
+        tokio::task::spawn_blocking(move || state.audit.report(&state.ledger, now_unix_ms()))
+            .await
+            .map_err(|e| ApiError::internal(format!("the audit task failed: {e}")))??;
+    Ok(Json(&*report).into_response())
 }
 
 async fn evidence(State(state): State<AppState>) -> Json<serde_json::Value> {

@@ -305,6 +305,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config,
         metrics,
         replication: replication.clone(),
+        audit: Arc::new(rmledger_node::audit::NodeAudit::new()),
     };
     serve_api(listener, state, shutdown_signal()).await?;
     // Replication and anchors hold writer handles: stop them before the writer drains.

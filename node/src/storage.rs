@@ -66,7 +66,8 @@
 //! reported as corruption too, the conservative choice, and needs an operator's repair.)
 //!
 //! Frames before `applied` are not re-read at open; every read re-checks the frame's hash, and
-//! [`Store::scan`] reads them all (fsck, audit from a data directory).
+//! [`Store::scan`] reads them all (fsck). [`read_log`] reads a data directory without opening
+//! the store (no lock, no index, no writes), for `rmledger audit --data` while the node runs.
 //!
 //! # Concurrency
 //!
@@ -611,6 +612,106 @@ fn intact_frame_after(path: &Path, from: u64) -> Result<Option<u64>, StorageErro
         }
     }
     Ok(None)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only access to a data directory.
+
+/// A position in the log: the byte offset just after the last record read in `segment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    pub segment: u32,
+    pub offset: u64,
+}
+
+/// Reads the records of the data directory `dir` in log order **without opening the store**:
+/// no lock, no index, no write of any kind, so it can run while a node appends (`rmledger audit
+/// --data`). Every frame's hash is checked, but the records are not decoded or verified: that is
+/// the caller's job.
+///
+/// Reads up to `until` (a position an earlier call returned, so two passes see the same
+/// records) or, without it, to the end. A damaged frame in the last segment with no intact frame
+/// after it is a tail being written (or torn by a crash and not yet truncated) and ends the
+/// read; damage anywhere else is [`StorageError::Corrupt`], as at [`Store::open`]. Returns the
+/// position after the last record read. Stops early when `f` returns `ControlFlow::Break`.
+pub fn read_log<F>(
+    dir: &Path,
+    until: Option<LogPosition>,
+    mut f: F,
+) -> Result<LogPosition, StorageError>
+where
+    F: FnMut(ScannedRecord<'_>) -> ControlFlow<()>,
+{
+    let seg_dir = dir.join("segments");
+    if !seg_dir.is_dir() {
+        return Err(StorageError::Inconsistent(format!(
+            "{} is not a node's data directory (it has no segments/ directory)",
+            dir.display()
+        )));
+    }
+    let count = match until {
+        Some(until) => until.segment + 1,
+        None => list_segments(&seg_dir)?,
+    };
+    let mut at = LogPosition {
+        segment: 0,
+        offset: 0,
+    };
+    for segment in 0..count {
+        let path = segment_path(dir, segment);
+        let end = until.filter(|u| u.segment == segment).map(|u| u.offset);
+        let mut reader = SegmentReader::open(&path, 0, end)?;
+        at = LogPosition { segment, offset: 0 };
+        loop {
+            let step = match reader.next()? {
+                // The frame may have been completed since it was read half-written: once more.
+                Step::Bad { offset, .. } if segment + 1 == count && until.is_none() => {
+                    let mut again = SegmentReader::open(&path, offset, None)?;
+                    match again.next()? {
+                        Step::Record { .. } => {
+                            reader = SegmentReader::open(&path, offset, None)?;
+                            reader.next()?
+                        }
+                        bad => bad,
+                    }
+                }
+                step => step,
+            };
+            match step {
+                Step::End => break,
+                Step::Bad { offset, detail } => {
+                    let tail = segment + 1 == count
+                        && until.is_none()
+                        && intact_frame_after(&path, offset)?.is_none();
+                    if tail {
+                        return Ok(at);
+                    }
+                    return Err(StorageError::Corrupt {
+                        segment,
+                        offset,
+                        detail,
+                    });
+                }
+                Step::Record {
+                    offset,
+                    kind,
+                    bytes,
+                } => {
+                    at.offset = reader.offset;
+                    let record = ScannedRecord {
+                        segment,
+                        offset,
+                        kind,
+                        bytes: &bytes,
+                    };
+                    if f(record).is_break() {
+                        return Ok(at);
+                    }
+                }
+            }
+        }
+    }
+    Ok(at)
 }
 
 // ---------------------------------------------------------------------------------------------

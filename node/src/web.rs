@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use rmledger_schema::audit::{AuditConfig, AuditReport, Auditor};
+use rmledger_schema::audit::AuditReport;
 use rmledger_schema::date::Date;
 use rmledger_schema::ids::{CertificateId, EntryId, FederationId, OrgId, TreeHash};
 use rmledger_schema::lifecycle::{CertificateState, Status, UnitStage, UnitState};
@@ -42,9 +42,6 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img
 
 /// The overview lists at most this many certificates, and `/findings` at most this many.
 const LIST_LIMIT: usize = 200;
-
-/// Entries read from the store at a time for the audit.
-const AUDIT_PAGE: usize = 4096;
 
 /// A unique hex prefix at least this long names a certificate (`/c/{prefix}` redirects).
 pub const MIN_ID_PREFIX: usize = 8;
@@ -275,7 +272,10 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -
 pub async fn findings(State(state): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let ctx = Ctx::new(&headers, &uri, state.ledger.utc_offset_minutes());
     blocking(move || {
-        let page = collect_findings(&state.ledger, now_unix_ms())
+        let page = state
+            .audit
+            .report(&state.ledger, now_unix_ms())
+            .map_err(|e| PageError::Internal(e.to_string()))
             .map(|report| findings_page(&ctx, &report));
         respond(&ctx, page)
     })
@@ -683,35 +683,6 @@ pub fn overview(state: &AppState) -> Result<OverviewView, PageError> {
         more_certificates: ids.len().saturating_sub(LIST_LIMIT),
         certificates,
     })
-}
-
-/// The node's findings: the audit engine (`schema::audit`) replaying, from the genesis, every
-/// chain this node holds (the registrar's first, as the engine requires) and each chain's latest
-/// checkpoint, judged at `now_unix_ms`.
-pub fn collect_findings(ledger: &Ledger, now_unix_ms: u64) -> Result<AuditReport, PageError> {
-    let store = ledger.store();
-    let registrar = ledger.genesis().registrar().clone();
-    let mut chains: Vec<OrgId> = store.chains().into_iter().map(|c| c.chain).collect();
-    chains.sort_by_key(|chain| *chain != registrar);
-    let mut auditor = Auditor::new(ledger.genesis(), AuditConfig::at(now_unix_ms));
-    for chain in &chains {
-        let size = store.chain_size(chain);
-        let mut from = 0;
-        while from < size {
-            let page = store.entries(chain, from, AUDIT_PAGE)?;
-            if page.is_empty() {
-                break;
-            }
-            from += page.len() as u64;
-            auditor
-                .chain_entries(chain, &page)
-                .map_err(|e| PageError::Internal(e.to_string()))?;
-        }
-        if let Some(checkpoint) = store.latest_checkpoint(chain)? {
-            auditor.checkpoint(checkpoint.bytes());
-        }
-    }
-    Ok(auditor.finish())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1399,6 +1370,7 @@ pub fn findings_page(ctx: &Ctx, report: &AuditReport) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rmledger_schema::audit::{AuditConfig, Auditor};
     use rmledger_schema::records::{StatusChange, ValueVerification};
     use rmledger_schema::testkit::{START_UNIX_MS, TestFederation, decimal, org, soil_certificate};
     use rmledger_schema::units::Unit;

@@ -58,6 +58,7 @@ async fn every_route_is_documented_and_served() {
         config,
         metrics,
         replication,
+        audit: Arc::new(rmledger_node::audit::NodeAudit::new()),
     });
 
     let document = openapi_document();

@@ -297,6 +297,7 @@ pub fn verify_batch_parallel(
 }
 
 /// What the parallel phase learns about one entry.
+#[derive(Clone)]
 enum Checked {
     Undecodable {
         id: EntryId,
@@ -503,6 +504,7 @@ fn short(id: &EntryId) -> String {
 // ---------------------------------------------------------------------------------------------
 // Per-chain state
 
+#[derive(Clone)]
 struct ChainState {
     /// The seq expected next.
     next_seq: u64,
@@ -590,6 +592,7 @@ enum RootKnown {
 }
 
 /// A claim about a chain's root: an anchor entry or a checkpoint.
+#[derive(Clone)]
 struct Claim {
     chain: OrgId,
     size: u64,
@@ -598,6 +601,7 @@ struct Claim {
     kind: ClaimKind,
 }
 
+#[derive(Clone)]
 enum ClaimKind {
     Anchor {
         witness: OrgId,
@@ -609,6 +613,7 @@ enum ClaimKind {
 }
 
 /// What is kept of a registrar entry to authorise it once the registrar chain is complete.
+#[derive(Clone)]
 struct RegistrarFact {
     seq: u64,
     id: EntryId,
@@ -621,6 +626,7 @@ struct RegistrarFact {
 // The auditor
 
 /// The streaming audit. See the module documentation for the feeding contract.
+#[derive(Clone)]
 pub struct Auditor {
     config: AuditConfig,
     federation: FederationId,
@@ -665,6 +671,12 @@ impl Auditor {
             checkpoint_count: 0,
             config,
         }
+    }
+
+    /// Moves the time the audit is made at, for a caller that keeps one auditor fed as its
+    /// ledger grows and reports from a clone ([`Auditor::finish`] consumes).
+    pub fn set_now(&mut self, now_unix_ms: u64) {
+        self.config.now_unix_ms = now_unix_ms;
     }
 
     /// The membership as folded so far.
@@ -1319,8 +1331,9 @@ fn severity_name(s: Severity) -> &'static str {
     }
 }
 
-/// The chain an entry claims (CWT `iss` of its protected header), without decoding it all.
-fn peek_chain(bytes: &[u8]) -> Option<OrgId> {
+/// The chain an entry claims (CWT `iss` of its protected header), without decoding it all
+/// (callers that sort a mixed log by chain before feeding, like `rmledger audit --data`).
+pub fn peek_chain(bytes: &[u8]) -> Option<OrgId> {
     let mut r = crate::cbor::Reader::new(bytes);
     r.tag().ok()?;
     r.array().ok()?;
@@ -1385,12 +1398,13 @@ struct Ev {
     fact: Fact,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct CertFacts {
     events: Vec<Ev>,
 }
 
 /// The compact facts of every certificate, and the domain rules over them.
+#[derive(Clone)]
 struct Domain {
     off: i32,
     orgs: Vec<OrgId>,
