@@ -18,7 +18,7 @@ pub mod certfile;
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod keys;
+pub use rmledger_node::keys;
 pub mod qr;
 pub mod render;
 pub mod resolve;

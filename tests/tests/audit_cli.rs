@@ -30,7 +30,6 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -45,70 +44,14 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/<profile>/NAME`, built when missing or older than the sources (a build from a test
-/// process resolves features differently from the test build and rebuilds shared crates, so
-/// it is skipped when it would be a no-op).
-fn binary(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .ancestors()
-        .skip(1)
-        .find(|d| d.join("deps").is_dir() && d.file_name().is_some_and(|n| n != "deps"))
-        .expect("target/<profile>")
-        .to_path_buf();
-    let bin = profile_dir.join(name);
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let stale = built.is_none_or(|built| {
-        ["node/src", "node/src/web", "schema/src", "client/src"]
-            .iter()
-            .flat_map(|dir| {
-                std::fs::read_dir(workspace().join(dir))
-                    .into_iter()
-                    .flatten()
-            })
-            .flatten()
-            .any(|f| {
-                f.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|m| m > built)
-            })
-    });
-    if !stale {
-        return bin;
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(workspace())
-        .args(["build", "-p", package, "--bin", name])
-        .stdin(Stdio::null());
-    if let Some(target) = profile_dir.parent() {
-        build.arg("--target-dir").arg(target);
-    }
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("running cargo");
-    assert!(status.success() || bin.is_file(), "building {name} failed");
-    bin
-}
-
 fn node_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| binary("rmledger-node", "rmledger-node"))
+    rmledger_tests::node_binary()
 }
 
 fn cli_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| binary("rmledger", "rmledger-client"))
+    rmledger_tests::cli_binary()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Node {
     org: String,
@@ -123,7 +66,7 @@ impl Node {
     /// `rmledger-node init` in `root/<org>`: the registrar (with `roles`) when `genesis` is None.
     fn init(root: &Path, org: &str, roles: &str, genesis: Option<&Path>) -> Self {
         let dir = root.join(org);
-        let listen = format!("127.0.0.1:{}", free_port());
+        let listen = format!("127.0.0.1:{}", rmledger_tests::free_port());
         let mut command = Command::new(node_bin());
         command.args(["init", "--json", "--dir"]).arg(&dir);
         command.args(["--org", org, "--listen", &listen]);
