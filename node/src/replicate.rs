@@ -1329,6 +1329,9 @@ struct PageJob {
     max_time: u64,
 }
 
+/// One entry decoded (and, off the registrar's chain, signature-checked), or why not.
+type Checked = Result<Entry, Box<Rejected>>;
+
 /// Entries decoded and signature-checked per claim by one verifying thread.
 const VERIFY_CLAIM: usize = 16;
 
@@ -1347,7 +1350,7 @@ impl PageJob {
 
     /// Decodes every entry and, off the registrar's chain (where membership is fixed for the
     /// page), checks its authorisation and `verify_strict` signature on every core.
-    fn decode_all(&self) -> Vec<Result<Entry, Box<Rejected>>> {
+    fn decode_all(&self) -> Vec<Checked> {
         let verify = !self.registrar;
         let page = &self.page;
         let threads = std::thread::available_parallelism()
@@ -1363,33 +1366,32 @@ impl PageJob {
         // core (the previous page's append, the download) does not hold the others up.
         let next = std::sync::atomic::AtomicUsize::new(0);
         let membership = &self.membership;
-        let mut runs: Vec<(usize, Vec<Result<Entry, Box<Rejected>>>)> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..threads)
-                    .map(|_| {
-                        scope.spawn(|| {
-                            let mut done = Vec::new();
-                            loop {
-                                let start = next
-                                    .fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
-                                if start >= page.len() {
-                                    return done;
-                                }
-                                let end = (start + VERIFY_CLAIM).min(page.len());
-                                let run = page[start..end]
-                                    .iter()
-                                    .map(|b| decode_and_verify(b, membership, true))
-                                    .collect();
-                                done.push((start, run));
+        let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let start =
+                                next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
+                            if start >= page.len() {
+                                return done;
                             }
-                        })
+                            let end = (start + VERIFY_CLAIM).min(page.len());
+                            let run = page[start..end]
+                                .iter()
+                                .map(|b| decode_and_verify(b, membership, true))
+                                .collect();
+                            done.push((start, run));
+                        }
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().unwrap_or_default())
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
         runs.sort_unstable_by_key(|(start, _)| *start);
         runs.into_iter().flat_map(|(_, run)| run).collect()
     }

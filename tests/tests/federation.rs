@@ -1230,6 +1230,17 @@ async fn hostile_peer_is_detected_and_named() {
 // ---------------------------------------------------------------------------------------------
 // Anchors that contradict the chain they name.
 
+/// The anchor evidence `node` holds about `chain`, if any.
+async fn anchor_evidence(node: &Node, chain: &str) -> Option<Value> {
+    get_json(node, "/v1/evidence")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "anchor" && e["chain"] == chain)
+        .cloned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contradicted_anchors_are_evidence_even_after_a_restart() {
     let root = tempfile::tempdir().unwrap();
@@ -1313,22 +1324,10 @@ async fn contradicted_anchors_are_evidence_even_after_a_restart() {
     notify(jxsamr).await;
 
     // Detected, named, kept as evidence, counted; the chain it contradicts is frozen.
-    let anchor_evidence = |chain: &'static str| {
-        let jxsamr = &*jxsamr;
-        async move {
-            get_json(jxsamr, "/v1/evidence")
-                .await
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["kind"] == "anchor" && e["chain"] == chain)
-                .cloned()
-        }
-    };
     wait_for!("evidence of the contradicted anchor", 30, {
-        anchor_evidence("nclab").await.is_some()
+        anchor_evidence(jxsamr, "nclab").await.is_some()
     });
-    let item = anchor_evidence("nclab").await.unwrap();
+    let item = anchor_evidence(jxsamr, "nclab").await.unwrap();
     assert_eq!(item["seq"], lab_size);
     assert_eq!(item["first_id"], contradicting.id().to_string());
     assert_eq!(
@@ -1361,7 +1360,7 @@ async fn contradicted_anchors_are_evidence_even_after_a_restart() {
             .any(|e| matches!(e.record(), Record::ForkReported(r) if r.chain.as_str() == "nclab"))
     });
     assert!(
-        anchor_evidence("jxim").await.is_none(),
+        anchor_evidence(jxsamr, "jxim").await.is_none(),
         "jxim is not that long yet"
     );
 
@@ -1379,13 +1378,13 @@ async fn contradicted_anchors_are_evidence_even_after_a_restart() {
             .iter()
             .any(|e| e.id() == written)
     });
-    assert!(anchor_evidence("jxim").await.is_none());
+    assert!(anchor_evidence(jxsamr, "jxim").await.is_none());
     write(jxim, ghost_anchor(101)).await;
     write(jxim, ghost_anchor(102)).await;
     wait_for!("evidence of the anchor that was waiting", 30, {
-        anchor_evidence("jxim").await.is_some()
+        anchor_evidence(jxsamr, "jxim").await.is_some()
     });
-    let item = anchor_evidence("jxim").await.unwrap();
+    let item = anchor_evidence(jxsamr, "jxim").await.unwrap();
     assert_eq!(item["seq"], jx_size + 3);
     assert_eq!(item["first_id"], ahead.id().to_string());
     let m = metrics(jxsamr).await;
@@ -1396,5 +1395,5 @@ async fn contradicted_anchors_are_evidence_even_after_a_restart() {
         "{m}"
     );
     // The evidence from before the restart is still there.
-    assert!(anchor_evidence("nclab").await.is_some());
+    assert!(anchor_evidence(jxsamr, "nclab").await.is_some());
 }
