@@ -11,10 +11,14 @@
 //! (`Membership::verify_entry`). Entries are self-authenticating, so any peer may serve any
 //! chain; the node never takes entries of its own chain from anyone.
 //!
-//! Pages are pipelined: while one page is verified on the blocking pool (its signatures split
-//! across threads — membership is fixed for a page of a non-registrar chain), the next one
-//! downloads. Chain-link checks are sequential and cheap. Registrar entries change membership,
-//! so they are checked one by one against a membership that grows as they apply.
+//! Catch-up is a three-stage pipeline under the chain's lock: while page k is written and
+//! fsync'd (one append, one flush per page), page k+1 is decoded and `verify_strict`-checked on
+//! every core against the tip page k leaves behind, and page k+2 downloads. Page k+1 is stored
+//! only after page k is durable, so the chain is stored in order and nothing unverified is
+//! stored. Signatures of a page are claimed by the verifying threads in small runs — membership
+//! is fixed for a page of a non-registrar chain; chain-link checks are sequential and cheap.
+//! Registrar entries change membership, so they are checked one by one against a membership
+//! that grows as they apply and is carried to the next page.
 //!
 //! An entry whose key is not known yet (its enrolment is still on its way) waits for a later
 //! round; anything else invalid is refused, counted in `/metrics`
@@ -40,6 +44,10 @@
 //! entries other than anchors since our last anchor of it, `Anchor {chain, size, root}` is
 //! written through the node's own writer. (Anchors alone do not count as a change, or two
 //! nodes anchoring each other would never fall quiet.)
+//!
+//! A stored anchor naming a size of a chain we hold is checked at once. One naming more than
+//! we hold waits in the store's index ([`Store::unchecked_anchors`]) — so it survives a restart
+//! — and is checked when that chain has caught up far enough, and at start-up.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -58,14 +66,12 @@ use crate::append::{Writer, now_unix_ms};
 use crate::config::Config;
 use crate::ledger::{Ledger, read_entry};
 use crate::metrics::Metrics;
-use crate::storage::{Batch, Store};
+use crate::storage::{AnchorRef, Batch, Store};
 
 /// The operator name on entries the replication and anchor tasks write.
 pub const OPERATOR_ANCHOR: &str = "anchor";
 /// The operator name on `ForkReported` entries.
 pub const OPERATOR_REPLICATION: &str = "replication";
-/// How many anchors naming chain sizes we do not hold yet are kept for a later check.
-const MAX_PENDING_ANCHORS: usize = 10_000;
 /// How far back the anchor task looks for a non-anchor entry before assuming there is one.
 const ANCHOR_LOOKBACK: u64 = 64;
 /// How long a `POST /v1/notify` to a peer may take.
@@ -148,17 +154,13 @@ enum Stop {
     Fork { ours: Vec<u8>, theirs: Box<Entry> },
 }
 
-/// What checking a page gave: the entries to store (in order) and why it stopped, if it did.
+/// What checking a page gave: the entries to store (in order), why it stopped, if it did, and
+/// the chain tip and membership the accepted entries leave behind.
 struct Verdict {
     accepted: Vec<Entry>,
     stop: Option<Stop>,
-}
-
-/// An anchor naming a size of a chain we do not hold yet.
-#[derive(Debug, Clone)]
-struct PendingAnchor {
-    anchor: Anchor,
-    entry: Vec<u8>,
+    tip: ChainTip,
+    membership: Membership,
 }
 
 /// A downloaded page of entry bytes, or why it could not be had.
@@ -191,7 +193,6 @@ pub struct Replication {
     evidence: Mutex<Vec<Evidence>>,
     /// Chain → the position of the first fork seen on it.
     frozen: Mutex<BTreeMap<OrgId, u64>>,
-    pending_anchors: Mutex<Vec<PendingAnchor>>,
     /// Chain → size of our latest anchor of it.
     anchored: Mutex<HashMap<OrgId, u64>>,
     /// Chain → its newest agreeing anchor by any member (the web overview shows it).
@@ -248,7 +249,6 @@ impl Replication {
             chain_locks: Mutex::new(HashMap::new()),
             evidence: Mutex::new(Vec::new()),
             frozen: Mutex::new(BTreeMap::new()),
-            pending_anchors: Mutex::new(Vec::new()),
             anchored: Mutex::new(HashMap::new()),
             witnessed: Mutex::new(HashMap::new()),
         };
@@ -307,7 +307,7 @@ impl Replication {
                         && anchor.size <= store.chain_size(&anchor.chain)
                         && store.root(&anchor.chain, anchor.size).ok() == Some(anchor.root)
                     {
-                        self.note_witnessed(anchor, entry.chain(), entry.time_unix_ms());
+                        self.note_witnessed(&anchor.chain, anchor.size, entry.chain(), entry.time_unix_ms());
                     }
                 }
             }
@@ -317,17 +317,17 @@ impl Replication {
 
     /// Keeps `anchor` as its chain's newest witness if it names a larger size (or the same
     /// size later) than the one held.
-    fn note_witnessed(&self, anchor: &Anchor, witness: &OrgId, time_unix_ms: u64) {
+    fn note_witnessed(&self, chain: &OrgId, size: u64, witness: &OrgId, time_unix_ms: u64) {
         let mut witnessed = lock(&self.witnessed);
         let newer = witnessed
-            .get(&anchor.chain)
-            .is_none_or(|held| (anchor.size, time_unix_ms) > (held.size, held.time_unix_ms));
+            .get(chain)
+            .is_none_or(|held| (size, time_unix_ms) > (held.size, held.time_unix_ms));
         if newer {
             witnessed.insert(
-                anchor.chain.clone(),
+                chain.clone(),
                 Witnessed {
                     witness: witness.clone(),
-                    size: anchor.size,
+                    size,
                     time_unix_ms,
                 },
             );
@@ -409,6 +409,11 @@ impl Replication {
         shutdown: watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
+        // Anchors stored before this start that name more of a chain than we held then.
+        let this = self.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            this.check_all_waiting_anchors();
+        }));
         for (index, peer) in self.config.peers.iter().enumerate() {
             let this = self.clone();
             let url = peer.url.trim_end_matches('/').to_owned();
@@ -644,62 +649,118 @@ impl Replication {
 
     async fn catch_up(&self, url: &str, chain: &OrgId, target: u64) -> Result<(), Failure> {
         let limit = self.config.limits.max_page_entries;
-        let start = self.store().chain_size(chain);
-        let mut from = start;
+        // Three stages overlap: page k+1 downloads and is verified (signatures on every core)
+        // while page k is written and fsync'd on a blocking thread. Page k+1 is checked against
+        // the tip page k leaves behind and is stored only after page k is durable, so the
+        // chain is stored strictly in order and nothing unverified is stored. The chain lock
+        // is held throughout, so no other peer task stores this chain meanwhile.
+        let chain_lock = self.chain_lock(chain);
+        let guard = chain_lock.lock().await;
+        let store = self.store().clone();
+        let start = store.chain_size(chain);
+        let registrar = chain == self.ledger.genesis().registrar();
+        let mut tip = current_tip(&store, self.federation(), chain)?;
+        // The registrar's chain changes membership: the next page is checked against the
+        // membership the previous one leaves behind, which is not committed yet.
+        let mut carried: Option<Membership> = None;
+        let mut storing: Option<Storing> = None;
         let mut prefetched: Option<(u64, PageResult)> = None;
-        while from < target {
+        let mut from = start;
+        let outcome = loop {
+            if from >= target || self.is_frozen(chain) {
+                break Ok(true);
+            }
             let page = match prefetched.take() {
-                Some((at, page)) if at == from => page?,
-                _ => self.fetch_page(url, chain, from, limit).await?,
+                Some((at, page)) if at == from => page,
+                _ => self.fetch_page(url, chain, from, limit).await,
             };
-            if page.is_empty() {
-                break;
-            }
-            let next = from + page.len() as u64;
-            // Verify this page while the next one downloads.
-            let (progress, next_page) = if next < target {
-                let (progress, next_page) = tokio::join!(
-                    self.apply_page(url, chain, page),
-                    self.fetch_page(url, chain, next, limit)
-                );
-                (progress, Some((next, next_page)))
+            let page = match page {
+                Ok(page) if page.is_empty() => break Ok(true),
+                Ok(page) => page,
+                Err(failure) => break Err(failure),
+            };
+            let after = from + page.len() as u64;
+            let membership = match carried.take() {
+                Some(membership) => membership,
+                None => self.ledger.membership().clone(),
+            };
+            let job = PageJob {
+                store: store.clone(),
+                chain: chain.clone(),
+                tip: tip.clone(),
+                membership,
+                registrar,
+                page,
+                unstored: storing.as_ref().map(|s| s.batch.clone()),
+                max_time: now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms),
+            };
+            let verify = tokio::task::spawn_blocking(move || job.run());
+            let (verdict, next) = if after < target {
+                let (verdict, next) =
+                    tokio::join!(verify, self.fetch_page(url, chain, after, limit));
+                (verdict, Some((after, next)))
             } else {
-                (self.apply_page(url, chain, page).await, None)
+                (verify.await, None)
             };
-            let progress = match progress {
-                Ok(progress) => progress,
-                Err(failure) => {
-                    // A broken link at the first new position may mean the peer holds another
-                    // branch: look at its entry at our last position before calling it hostile.
-                    let size = self.store().chain_size(chain);
-                    if failure.kind == "broken_link" && failure.seq == Some(size) && size > 0 {
-                        self.probe(url, chain, size - 1).await?;
-                    }
-                    return Err(failure);
+            // The previous page must be durable before this one is stored.
+            if let Some(previous) = storing.take()
+                && let Err(failure) = self.finish_store(url, chain, previous).await
+            {
+                break Err(failure);
+            }
+            let verdict = match verdict {
+                Ok(verdict) => verdict,
+                Err(e) => break Err(Failure::new("internal", format!("verify task: {e}"))),
+            };
+            tip = verdict.tip;
+            if registrar {
+                carried = Some(verdict.membership);
+            }
+            if !verdict.accepted.is_empty() {
+                storing = Some(self.start_store(verdict.accepted));
+            }
+            if let Some(stop) = verdict.stop {
+                if let Some(last) = storing.take()
+                    && let Err(failure) = self.finish_store(url, chain, last).await
+                {
+                    break Err(failure);
                 }
-            };
-            if !progress || self.is_frozen(chain) {
-                break;
+                break self.stopped(url, chain, stop);
             }
-            let now = self.store().chain_size(chain);
-            if now <= from {
-                break;
+            if tip.size <= from {
+                break Ok(true);
             }
-            from = now;
-            prefetched = next_page;
-        }
-        let now = self.store().chain_size(chain);
+            from = tip.size;
+            prefetched = next;
+        };
+        let outcome = match storing.take() {
+            Some(last) => match self.finish_store(url, chain, last).await {
+                Ok(()) => outcome,
+                Err(failure) => Err(failure),
+            },
+            None => outcome,
+        };
+        drop(guard);
+        let now = store.chain_size(chain);
         if now > start {
             tracing::info!(
                 peer = %url, %chain, from = start, to = now, peer_size = target,
                 "caught up"
             );
         }
+        if let Err(failure) = outcome {
+            // A broken link at the first new position may mean the peer holds another branch:
+            // look at its entry at our last position before calling it hostile.
+            if failure.kind == "broken_link" && failure.seq == Some(now) && now > 0 {
+                self.probe(url, chain, now - 1).await?;
+            }
+            return Err(failure);
+        }
         Ok(())
     }
 
-    /// Checks a page and stores what passes. `Ok(false)` when it stopped early without a
-    /// refusal (waiting for a key, or a fork, which is reported); `Err` for a refusal.
+    /// Checks one page (a probe) and stores what passes. `Ok(false)` when it stopped early
+    /// without a refusal (waiting for a key, or a fork, which is reported); `Err` for a refusal.
     async fn apply_page(
         &self,
         url: &str,
@@ -709,51 +770,80 @@ impl Replication {
         let chain_lock = self.chain_lock(chain);
         let _guard = chain_lock.lock().await;
         let store = self.store().clone();
-        let tip = current_tip(&store, self.federation(), chain)?;
-        let membership = self.ledger.membership().clone();
-        let registrar = chain == self.ledger.genesis().registrar();
-        let max_time = now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms);
-        let verdict = {
-            let store = store.clone();
-            let chain = chain.clone();
-            tokio::task::spawn_blocking(move || {
-                verify_page(&store, &chain, tip, membership, registrar, page, max_time)
-            })
-            .await
-            .map_err(|e| Failure::new("internal", format!("verify task: {e}")))?
+        let job = PageJob {
+            tip: current_tip(&store, self.federation(), chain)?,
+            store,
+            chain: chain.clone(),
+            membership: self.ledger.membership().clone(),
+            registrar: chain == self.ledger.genesis().registrar(),
+            page,
+            unstored: None,
+            max_time: now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms),
         };
-        let count = verdict.accepted.len();
-        if count > 0 {
-            let batch = Batch {
-                entries: verdict.accepted,
-                checkpoints: Vec::new(),
-            };
-            let (batch, result) = tokio::task::spawn_blocking(move || {
-                let result = store.append(&batch);
-                (batch, result)
-            })
+        let verdict = tokio::task::spawn_blocking(move || job.run())
             .await
-            .map_err(|e| Failure::new("internal", format!("append task: {e}")))?;
-            if let Err(e) = result {
-                tracing::error!(%chain, error = %e, "storing replicated entries failed");
-                return Err(Failure::new("storage", e.to_string()).at(chain, None));
-            }
-            self.ledger.committed(&batch.entries);
-            self.metrics.observe_replicated(count);
-            tracing::debug!(peer = %url, %chain, entries = count, "stored replicated entries");
-            self.after_store(&batch.entries);
+            .map_err(|e| Failure::new("internal", format!("verify task: {e}")))?;
+        if !verdict.accepted.is_empty() {
+            let storing = self.start_store(verdict.accepted);
+            self.finish_store(url, chain, storing).await?;
         }
         match verdict.stop {
             None => Ok(true),
-            Some(Stop::Wait { seq, reason }) => {
+            Some(stop) => self.stopped(url, chain, stop),
+        }
+    }
+
+    /// Starts storing checked entries (one append, one fsync) on a blocking thread.
+    fn start_store(&self, entries: Vec<Entry>) -> Storing {
+        let batch = Arc::new(Batch {
+            entries,
+            checkpoints: Vec::new(),
+        });
+        let store = self.store().clone();
+        let task = {
+            let batch = batch.clone();
+            tokio::task::spawn_blocking(move || store.append(&batch))
+        };
+        Storing { batch, task }
+    }
+
+    /// Waits for a store to be durable, then publishes its entries: the ledger's state, the
+    /// metrics, and the anchor checks.
+    async fn finish_store(
+        &self,
+        url: &str,
+        chain: &OrgId,
+        storing: Storing,
+    ) -> Result<(), Failure> {
+        let Storing { batch, task } = storing;
+        let result = task
+            .await
+            .map_err(|e| Failure::new("internal", format!("append task: {e}")))?;
+        if let Err(e) = result {
+            tracing::error!(%chain, error = %e, "storing replicated entries failed");
+            return Err(Failure::new("storage", e.to_string()).at(chain, None));
+        }
+        // Every entry stored: this is where per-entry derived state is updated.
+        self.ledger.committed(&batch.entries);
+        self.metrics.observe_replicated(batch.entries.len());
+        tracing::debug!(peer = %url, %chain, entries = batch.entries.len(), "stored replicated entries");
+        self.after_store(&batch.entries);
+        Ok(())
+    }
+
+    /// What a page that stopped early means: `Ok(false)` for waiting (a key not known yet) and
+    /// for a fork (reported here), `Err` for a refusal.
+    fn stopped(&self, url: &str, chain: &OrgId, stop: Stop) -> Result<bool, Failure> {
+        match stop {
+            Stop::Wait { seq, reason } => {
                 tracing::info!(
                     peer = %url, %chain, seq, reason = %reason,
                     "entry signed by a key not known yet; will retry after the registrar's chain catches up"
                 );
                 Ok(false)
             }
-            Some(Stop::Refused(failure)) => Err(failure),
-            Some(Stop::Fork { ours, theirs }) => {
+            Stop::Refused(failure) => Err(failure),
+            Stop::Fork { ours, theirs } => {
                 let seq = theirs.seq();
                 self.report(
                     url,
@@ -963,60 +1053,105 @@ impl Replication {
         });
     }
 
-    /// After entries were stored: check the anchors among them and the pending anchors of
-    /// their chains.
+    /// After entries were stored: check the anchors among them that name a size we hold, then
+    /// the anchors waiting for the chain these entries grew.
     fn after_store(&self, entries: &[Entry]) {
+        let store = self.store();
         for entry in entries {
-            if let Record::Anchor(anchor) = entry.record() {
-                self.check_anchor(anchor, entry.bytes());
+            if let Record::Anchor(anchor) = entry.record()
+                && anchor.size > 0
+                && anchor.size <= store.chain_size(&anchor.chain)
+            {
+                // Not in the index (it named a size held when it was stored): judge it now.
+                let reference = AnchorRef {
+                    chain: anchor.chain.clone(),
+                    size: anchor.size,
+                    root: anchor.root,
+                    witness: entry.chain().clone(),
+                    seq: entry.seq(),
+                };
+                self.check_anchor(&reference, Some(entry.bytes()));
             }
         }
-        let Some(chain) = entries.first().map(Entry::chain) else {
-            return;
-        };
-        let size = self.store().chain_size(chain);
-        let ready: Vec<PendingAnchor> = {
-            let mut pending = lock(&self.pending_anchors);
-            let (ready, waiting) = std::mem::take(&mut *pending)
-                .into_iter()
-                .partition(|p| &p.anchor.chain == chain && p.anchor.size <= size);
-            *pending = waiting;
-            ready
-        };
-        for p in ready {
-            self.check_anchor(&p.anchor, &p.entry);
+        if let Some(chain) = entries.first().map(Entry::chain) {
+            self.check_waiting_anchors(chain);
         }
     }
 
-    /// An anchor must agree with our copy of the chain it names, if we hold that much.
-    fn check_anchor(&self, anchor: &Anchor, entry: &[u8]) {
-        if anchor.size == 0 {
-            return;
-        }
+    /// Checks the stored anchors of `chain` that named more of it than we held when they
+    /// arrived, now that we hold enough. They wait in the store's index, not in memory, so
+    /// anchors stored before a restart are checked too.
+    fn check_waiting_anchors(&self, chain: &OrgId) {
+        const CLAIM: usize = 1000;
         let store = self.store();
-        let ours = store.chain_size(&anchor.chain);
-        if anchor.size > ours {
-            if self.ledger.membership().member(&anchor.chain).is_some() {
-                let mut pending = lock(&self.pending_anchors);
-                if pending.len() >= MAX_PENDING_ANCHORS {
-                    pending.remove(0);
+        loop {
+            let size = store.chain_size(chain);
+            let waiting = match store.unchecked_anchors(chain, size, CLAIM) {
+                Ok(waiting) => waiting,
+                Err(e) => {
+                    tracing::error!(%chain, error = %e, "could not read the anchors waiting for this chain");
+                    return;
                 }
-                pending.push(PendingAnchor {
-                    anchor: anchor.clone(),
-                    entry: entry.to_vec(),
-                });
+            };
+            let count = waiting.len();
+            for reference in waiting {
+                if !self.check_anchor(&reference, None) {
+                    return;
+                }
+                if let Err(e) = store.anchor_checked(&reference) {
+                    tracing::error!(%chain, error = %e, "could not mark an anchor checked");
+                    return;
+                }
             }
-            return;
+            if count < CLAIM {
+                return;
+            }
         }
-        let Ok(root) = store.root(&anchor.chain, anchor.size) else {
-            return;
+    }
+
+    /// Checks the anchors waiting in the index for every chain we hold (at start-up: the
+    /// anchors that arrived before the chain they name had caught up, before a restart).
+    fn check_all_waiting_anchors(&self) {
+        for info in self.store().chains() {
+            self.check_waiting_anchors(&info.chain);
+        }
+    }
+
+    /// An anchor must agree with our copy of the chain it names; the caller made sure we hold
+    /// that much. `entry` is the anchor entry's bytes when the caller has them (else they are
+    /// read back for the evidence). Returns whether the anchor was judged (agreeing, or
+    /// reported as evidence); `false` when our side could not be read, to try again later.
+    fn check_anchor(&self, anchor: &AnchorRef, entry: Option<&[u8]>) -> bool {
+        let store = self.store();
+        let root = match store.root(&anchor.chain, anchor.size) {
+            Ok(root) => root,
+            Err(e) => {
+                tracing::error!(chain = %anchor.chain, size = anchor.size, error = %e, "could not compute a root to check an anchor");
+                return false;
+            }
         };
         if root == anchor.root {
-            if let Ok(witness) = Entry::decode(entry) {
-                self.note_witnessed(anchor, witness.chain(), witness.time_unix_ms());
+            let time = match entry {
+                Some(bytes) => Entry::decode(bytes).ok().map(|e| e.time_unix_ms()),
+                None => read_entry(store, &anchor.witness, anchor.seq)
+                    .ok()
+                    .map(|e| e.time_unix_ms()),
+            };
+            if let Some(time) = time {
+                self.note_witnessed(&anchor.chain, anchor.size, &anchor.witness, time);
             }
-            return;
+            return true;
         }
+        let entry = match entry {
+            Some(bytes) => bytes.to_vec(),
+            None => match store.entry(&anchor.witness, anchor.seq) {
+                Ok(Some(bytes)) => bytes,
+                _ => {
+                    tracing::error!(witness = %anchor.witness, seq = anchor.seq, "an indexed anchor entry could not be read");
+                    return false;
+                }
+            },
+        };
         let second = match store.latest_checkpoint(&anchor.chain) {
             Ok(Some(c)) => c.bytes().to_vec(),
             _ => store
@@ -1025,11 +1160,9 @@ impl Replication {
                 .flatten()
                 .unwrap_or_default(),
         };
-        let witness = Entry::decode(entry)
-            .map(|e| e.chain().to_string())
-            .unwrap_or_default();
+        let witness = &anchor.witness;
         tracing::warn!(
-            witness = %witness, chain = %anchor.chain, size = anchor.size,
+            witness = %witness, seq = anchor.seq, chain = %anchor.chain, size = anchor.size,
             anchored_root = %anchor.root, our_root = %root,
             "anchor contradicts the chain we hold"
         );
@@ -1038,9 +1171,10 @@ impl Replication {
             EvidenceKind::Anchor,
             &anchor.chain,
             anchor.size,
-            entry.to_vec(),
+            entry,
             second,
         );
+        true
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1110,7 +1244,7 @@ impl Replication {
                     lock(&self.anchored).insert(chain.clone(), size);
                     let time = read_entry(store, &own, appended.seq)
                         .map_or_else(|_| now_unix_ms(), |entry| entry.time_unix_ms());
-                    self.note_witnessed(&anchor, &own, time);
+                    self.note_witnessed(&anchor.chain, anchor.size, &own, time);
                     self.metrics.observe_anchor();
                     tracing::info!(%chain, size, %root, seq = appended.seq, "anchored");
                 }
@@ -1259,33 +1393,82 @@ fn decode_and_verify(
     Ok(entry)
 }
 
-/// Checks a page of `chain` against our tip: decoding and signatures (in parallel for
-/// non-registrar chains), then sequentially chain links, time and, for the registrar's chain,
-/// authorisation against the membership as it grows.
-fn verify_page(
-    store: &Store,
-    chain: &OrgId,
-    mut tip: ChainTip,
-    mut membership: Membership,
+/// A page's entries being written and fsync'd on a blocking thread.
+struct Storing {
+    batch: Arc<Batch>,
+    task: tokio::task::JoinHandle<Result<(), crate::storage::StorageError>>,
+}
+
+/// Everything checking one page needs, moved to a blocking thread.
+struct PageJob {
+    store: Arc<Store>,
+    chain: OrgId,
+    /// The chain as the store plus `unstored` leave it.
+    tip: ChainTip,
+    membership: Membership,
     registrar: bool,
     page: Vec<Vec<u8>>,
+    /// Entries checked and being written, not yet in the store: they follow the store's copy.
+    unstored: Option<Arc<Batch>>,
+    /// The latest entry time accepted (now + the allowed clock skew).
     max_time: u64,
-) -> Verdict {
-    let verify_up_front = !registrar;
-    let checked: Vec<_> = if page.len() >= 32 && verify_up_front {
+}
+
+/// One entry decoded (and, off the registrar's chain, signature-checked), or why not.
+type Checked = Result<Entry, Box<Rejected>>;
+
+/// Entries decoded and signature-checked per claim by one verifying thread.
+const VERIFY_CLAIM: usize = 16;
+
+impl PageJob {
+    /// The bytes we hold at `seq` of the chain (stored or being stored).
+    fn held(&self, seq: u64) -> Option<Vec<u8>> {
+        if let Some(unstored) = &self.unstored
+            && let Some(first) = unstored.entries.first().map(Entry::seq)
+            && seq >= first
+        {
+            let index = usize::try_from(seq - first).ok()?;
+            return unstored.entries.get(index).map(|e| e.bytes().to_vec());
+        }
+        self.store.entry(&self.chain, seq).ok().flatten()
+    }
+
+    /// Decodes every entry and, off the registrar's chain (where membership is fixed for the
+    /// page), checks its authorisation and `verify_strict` signature on every core.
+    fn decode_all(&self) -> Vec<Checked> {
+        let verify = !self.registrar;
+        let page = &self.page;
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 8);
-        let chunk = page.len().div_ceil(threads);
-        let membership = &membership;
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = page
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|b| decode_and_verify(b, membership, true))
-                            .collect::<Vec<_>>()
+        if page.len() < 2 * VERIFY_CLAIM || threads == 1 || !verify {
+            return page
+                .iter()
+                .map(|b| decode_and_verify(b, &self.membership, verify))
+                .collect();
+        }
+        // Threads claim small runs of entries in turn, so one slowed by other work on its
+        // core (the previous page's append, the download) does not hold the others up.
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let membership = &self.membership;
+        let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let start =
+                                next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
+                            if start >= page.len() {
+                                return done;
+                            }
+                            let end = (start + VERIFY_CLAIM).min(page.len());
+                            let run = page[start..end]
+                                .iter()
+                                .map(|b| decode_and_verify(b, membership, true))
+                                .collect();
+                            done.push((start, run));
+                        }
                     })
                 })
                 .collect();
@@ -1293,116 +1476,107 @@ fn verify_page(
                 .into_iter()
                 .flat_map(|h| h.join().unwrap_or_default())
                 .collect()
-        })
-    } else {
-        page.iter()
-            .map(|b| decode_and_verify(b, &membership, verify_up_front))
-            .collect()
-    };
-    let mut accepted = Vec::new();
-    let refuse = |accepted: Vec<Entry>, failure: Failure| Verdict {
-        accepted,
-        stop: Some(Stop::Refused(failure)),
-    };
-    for (index, result) in checked.into_iter().enumerate() {
-        let entry = match result {
-            Ok(entry) => entry,
-            Err(rejected) => {
-                let Rejected {
-                    entry,
-                    error,
-                    reason,
-                } = *rejected;
-                let seq = entry.as_ref().map(Entry::seq);
-                // An entry identical to one we hold is not news, whatever its key's state now.
-                if let Some(entry) = &entry
-                    && entry.seq() < tip.size
-                    && store.entry(chain, entry.seq()).ok().flatten().as_deref()
-                        == Some(entry.bytes())
-                {
-                    continue;
-                }
-                let failure = match &error {
-                    Some(e) if is_wait(e) => {
-                        return Verdict {
-                            accepted,
-                            stop: Some(Stop::Wait {
-                                seq: seq.unwrap_or(tip.size),
-                                reason,
-                            }),
-                        };
-                    }
-                    Some(e) => federation_failure(e),
-                    None => Failure::new("decode", reason),
-                };
-                let seq = seq.unwrap_or(tip.size + index as u64);
-                return refuse(accepted, failure.at(chain, Some(seq)));
-            }
-        };
-        if (entry.chain() != chain || entry.payload().federation != tip.federation)
-            && let Err(e) = tip.check_next(&entry, None)
-        {
-            return refuse(accepted, chain_failure(&e).at(chain, Some(entry.seq())));
-        }
-        if entry.seq() < tip.size {
-            let ours = match store.entry(chain, entry.seq()) {
-                Ok(Some(bytes)) => bytes,
-                _ => {
-                    return refuse(
-                        accepted,
-                        Failure::new("storage", "entry missing").at(chain, Some(entry.seq())),
-                    );
-                }
-            };
-            if ours == entry.bytes() {
-                continue;
-            }
-            if registrar && let Err(e) = membership.verify_entry(&entry) {
-                return refuse(
-                    accepted,
-                    federation_failure(&e).at(chain, Some(entry.seq())),
-                );
-            }
-            return Verdict {
-                accepted,
-                stop: Some(Stop::Fork {
-                    ours,
-                    theirs: Box::new(entry),
-                }),
-            };
-        }
-        if let Err(e) = tip.check_next(&entry, Some(max_time)) {
-            return refuse(accepted, chain_failure(&e).at(chain, Some(entry.seq())));
-        }
-        if registrar {
-            if let Err(e) = membership.verify_entry(&entry) {
-                if is_wait(&e) {
-                    return Verdict {
-                        accepted,
-                        stop: Some(Stop::Wait {
-                            seq: entry.seq(),
-                            reason: e.to_string(),
-                        }),
-                    };
-                }
-                return refuse(
-                    accepted,
-                    federation_failure(&e).at(chain, Some(entry.seq())),
-                );
-            }
-            if let Err(e) = membership.apply(&entry) {
-                return refuse(
-                    accepted,
-                    Failure::new("membership", e.to_string()).at(chain, Some(entry.seq())),
-                );
-            }
-        }
-        tip.advance(&entry);
-        accepted.push(entry);
+        });
+        runs.sort_unstable_by_key(|(start, _)| *start);
+        runs.into_iter().flat_map(|(_, run)| run).collect()
     }
-    Verdict {
-        accepted,
-        stop: None,
+
+    /// Checks the page against the tip: decoding and signatures first (see
+    /// [`PageJob::decode_all`]), then sequentially chain links, time and, for the registrar's
+    /// chain, authorisation against the membership as it grows.
+    fn run(mut self) -> Verdict {
+        let checked = self.decode_all();
+        let chain = self.chain.clone();
+        let registrar = self.registrar;
+        let mut accepted = Vec::new();
+        let stop = 'page: {
+            for (index, result) in checked.into_iter().enumerate() {
+                let entry = match result {
+                    Ok(entry) => entry,
+                    Err(rejected) => {
+                        let Rejected {
+                            entry,
+                            error,
+                            reason,
+                        } = *rejected;
+                        let seq = entry.as_ref().map(Entry::seq);
+                        // An entry identical to one we hold is not news, whatever its key's
+                        // state now.
+                        if let Some(entry) = &entry
+                            && entry.seq() < self.tip.size
+                            && self.held(entry.seq()).as_deref() == Some(entry.bytes())
+                        {
+                            continue;
+                        }
+                        break 'page Some(match &error {
+                            Some(e) if is_wait(e) => Stop::Wait {
+                                seq: seq.unwrap_or(self.tip.size),
+                                reason,
+                            },
+                            Some(e) => Stop::Refused(
+                                federation_failure(e)
+                                    .at(&chain, Some(seq.unwrap_or(self.tip.size + index as u64))),
+                            ),
+                            None => Stop::Refused(
+                                Failure::new("decode", reason)
+                                    .at(&chain, Some(seq.unwrap_or(self.tip.size + index as u64))),
+                            ),
+                        });
+                    }
+                };
+                let refused = |failure: Failure| Some(Stop::Refused(failure));
+                if (entry.chain() != &chain || entry.payload().federation != self.tip.federation)
+                    && let Err(e) = self.tip.check_next(&entry, None)
+                {
+                    break 'page refused(chain_failure(&e).at(&chain, Some(entry.seq())));
+                }
+                if entry.seq() < self.tip.size {
+                    let Some(ours) = self.held(entry.seq()) else {
+                        break 'page refused(
+                            Failure::new("storage", "entry missing").at(&chain, Some(entry.seq())),
+                        );
+                    };
+                    if ours == entry.bytes() {
+                        continue;
+                    }
+                    if registrar && let Err(e) = self.membership.verify_entry(&entry) {
+                        break 'page refused(federation_failure(&e).at(&chain, Some(entry.seq())));
+                    }
+                    break 'page Some(Stop::Fork {
+                        ours,
+                        theirs: Box::new(entry),
+                    });
+                }
+                if let Err(e) = self.tip.check_next(&entry, Some(self.max_time)) {
+                    break 'page refused(chain_failure(&e).at(&chain, Some(entry.seq())));
+                }
+                if registrar {
+                    if let Err(e) = self.membership.verify_entry(&entry) {
+                        if is_wait(&e) {
+                            break 'page Some(Stop::Wait {
+                                seq: entry.seq(),
+                                reason: e.to_string(),
+                            });
+                        }
+                        break 'page refused(federation_failure(&e).at(&chain, Some(entry.seq())));
+                    }
+                    if let Err(e) = self.membership.apply(&entry) {
+                        break 'page refused(
+                            Failure::new("membership", e.to_string()).at(&chain, Some(entry.seq())),
+                        );
+                    }
+                }
+                self.tip.advance(&entry);
+                accepted.push(entry);
+            }
+            None
+        };
+        Verdict {
+            accepted,
+            stop,
+            tip: self.tip,
+            membership: self.membership,
+        }
     }
 }
 

@@ -35,13 +35,21 @@
 //! | `!version` | format version byte ([`INDEX_VERSION`]); another value means "rebuild" |
 //! | `!applied` | segment u32, offset u64: the log position the index covers |
 //! | `m chain 0` | size u64, head [`EntryId`] (the chain's meta) |
-//! | `p chain 0 seq` | segment u32, offset u64 (of the frame), length u32 |
+//! | `p chain 0 seq` | segment u32, offset u64 (of the frame), length u32, then the entry's 32-byte RFC 9162 leaf hash (tree level 0) |
 //! | `i id` | `chain 0 seq` |
-//! | `n chain 0 level u8 index u64` | 32-byte complete-subtree hash (RFC 9162) |
+//! | `n chain 0 level u8 index u64` | 32-byte complete-subtree hash (RFC 9162), levels ≥ 1 (level 0 is in `p`) |
 //! | `k chain 0` | frame position and length, size u64, time u64 of the newest checkpoint |
 //! | `c cert` | `chain 0 seq` of the `BatchRegistered` entry |
 //! | `r code 0 batch 0 cert` | empty: certificates by catalogue code and batch |
 //! | `e cert chain 0 seq` | empty: every entry about a certificate, its registration included |
+//! | `a chain 0 size u64 witness 0 seq` | 32-byte root: an `Anchor` of (chain, size) at (witness, seq) waiting to be checked |
+//!
+//! An `Anchor` entry naming more of a chain than the log holds at that point gets an `a` key
+//! when it is indexed (a replay or a rebuild makes the same decision, so the keys come back);
+//! replication removes the key once the chain has caught up and it has compared the anchor
+//! with its copy ([`Store::anchor_checked`]). So anchors waiting for their chain survive a
+//! restart; a removal lost in a crash only means the anchor is checked again. Anchors naming
+//! a size already held are checked by replication when they are stored.
 //!
 //! The newest checkpoint of a chain is the one with the largest `(size, time)`; on a tie the
 //! later one in the log wins.
@@ -100,7 +108,7 @@ use rmledger_schema::records::Record;
 use rmledger_schema::rmcode::RmCode;
 
 /// Version of the index layout; an index with another version is rebuilt.
-pub const INDEX_VERSION: u8 = 1;
+pub const INDEX_VERSION: u8 = 2;
 /// Default segment rotation size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 /// Default sled page cache: 64 MiB (sled's own default is 1 GiB).
@@ -129,6 +137,7 @@ const P_CKPT: u8 = b'k';
 const P_CERT: u8 = b'c';
 const P_CODE: u8 = b'r';
 const P_EVENT: u8 = b'e';
+const P_ANCHOR: u8 = b'a';
 
 /// Everything that can go wrong in storage. Bad data on disk is an error, never a panic.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +228,16 @@ impl Default for StoreOptions {
 pub struct Batch {
     pub entries: Vec<Entry>,
     pub checkpoints: Vec<Checkpoint>,
+}
+
+/// An `Anchor` entry as the index lists it: (chain, size, root) stated at (witness, seq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorRef {
+    pub chain: OrgId,
+    pub size: u64,
+    pub root: TreeHash,
+    pub witness: OrgId,
+    pub seq: u64,
 }
 
 /// A chain as the store knows it.
@@ -396,6 +415,14 @@ fn decode_chain_seq(v: &[u8]) -> Result<(OrgId, u64), StorageError> {
         .map(u64::from_be_bytes)
         .ok_or_else(bad)?;
     Ok((chain, seq))
+}
+
+/// `a chain 0 size witness 0 seq`.
+fn anchor_key(chain: &OrgId, size: u64, witness: &OrgId, seq: u64) -> Vec<u8> {
+    let mut k = chain_key(P_ANCHOR, chain);
+    k.extend_from_slice(&size.to_be_bytes());
+    k.extend_from_slice(&chain_seq(witness, seq));
+    k
 }
 
 fn code_prefix(code: &str) -> Vec<u8> {
@@ -733,15 +760,22 @@ impl NodeSource for ChainNodes<'_> {
                 self.chain
             )));
         }
-        let value = self.index.get(node_key(self.chain, level, index))?;
-        value
-            .and_then(|v| Hash::try_from(v.as_ref()).ok())
-            .ok_or_else(|| {
-                StorageError::Inconsistent(format!(
-                    "chain {}: tree node (level {level}, index {index}) is missing from the index",
-                    self.chain
-                ))
-            })
+        let value = if level == 0 {
+            // Leaf hashes are stored after the entry's position.
+            self.index
+                .get(pos_key(self.chain, index))?
+                .and_then(|v| v.get(16..48).and_then(|h| Hash::try_from(h).ok()))
+        } else {
+            self.index
+                .get(node_key(self.chain, level, index))?
+                .and_then(|v| Hash::try_from(v.as_ref()).ok())
+        };
+        value.ok_or_else(|| {
+            StorageError::Inconsistent(format!(
+                "chain {}: tree node (level {level}, index {index}) is missing from the index",
+                self.chain
+            ))
+        })
     }
 }
 
@@ -819,10 +853,19 @@ impl<'a> Indexer<'a> {
         let seq = entry.seq();
         let id = entry.id();
         let at = chain_seq(chain, seq);
-        self.batch.insert(pos_key(chain, seq), &pos.encode()[..]);
+        // The leaf hash (level 0 of the tree) rides in the position's value: one key less
+        // per entry. Only complete subtrees above the leaves get `n` keys.
+        let mut value = [0u8; 16 + 32];
+        value[..16].copy_from_slice(&pos.encode());
+        if let Some((0, _, leaf)) = created.first() {
+            value[16..].copy_from_slice(leaf);
+        }
+        self.batch.insert(pos_key(chain, seq), &value[..]);
         self.batch.insert(id_key(P_ID, &id), at.clone());
         for (level, index, hash) in created {
-            self.batch.insert(node_key(chain, level, index), &hash[..]);
+            if level > 0 {
+                self.batch.insert(node_key(chain, level, index), &hash[..]);
+            }
         }
         let mut events: Vec<&CertificateId> = Vec::with_capacity(1);
         if let Record::BatchRegistered(certificate) = entry.record() {
@@ -840,6 +883,17 @@ impl<'a> Indexer<'a> {
         }
         if let Some(cert) = entry.record().certificate() {
             events.push(cert);
+        }
+        // An anchor naming more of a chain than is held at this point of the log waits in the
+        // index for that chain to catch up. The decision depends only on the log before it, so
+        // a replay or rebuild makes the same one.
+        if let Record::Anchor(anchor) = entry.record()
+            && anchor.size > self.chains.get(&anchor.chain).map_or(0, ChainMeta::size)
+        {
+            self.batch.insert(
+                anchor_key(&anchor.chain, anchor.size, chain, seq),
+                &anchor.root.0[..],
+            );
         }
         for cert in events {
             let mut k = id_key(P_EVENT, cert);
@@ -1256,9 +1310,21 @@ impl Store {
         {
             let chains = lock(&self.chains);
             for entry in &batch.entries {
+                // The chains written, and the chains anchors name (whose size decides whether
+                // an anchor waits in the index).
+                let named = match entry.record() {
+                    Record::Anchor(anchor) => Some(&anchor.chain),
+                    _ => None,
+                };
+                for chain in std::iter::once(entry.chain()).chain(named) {
+                    if !working.contains_key(chain)
+                        && let Some(meta) = chains.get(chain)
+                    {
+                        working.insert(chain.clone(), meta.clone());
+                    }
+                }
                 if !working.contains_key(entry.chain()) {
-                    let meta = chains.get(entry.chain()).cloned().unwrap_or_default();
-                    working.insert(entry.chain().clone(), meta);
+                    working.insert(entry.chain().clone(), ChainMeta::default());
                 }
             }
         }
@@ -1494,6 +1560,57 @@ impl Store {
         merkle::root::<Sha256, _>(&nodes, size)
             .map(TreeHash)
             .map_err(proof_error)
+    }
+
+    /// Up to `limit` anchors naming `chain` at a size of at most `upto` that are not yet marked
+    /// checked, smallest size first.
+    pub fn unchecked_anchors(
+        &self,
+        chain: &OrgId,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<AnchorRef>, StorageError> {
+        let prefix = chain_key(P_ANCHOR, chain);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&upto.saturating_add(1).to_be_bytes());
+        let range = if upto == u64::MAX {
+            self.index.scan_prefix(&prefix)
+        } else {
+            self.index.range(prefix.clone()..end)
+        };
+        let mut found = Vec::new();
+        for item in range.take(limit) {
+            let (key, value) = item?;
+            let bad =
+                || StorageError::Inconsistent(format!("index holds a bad anchor key: {key:02x?}"));
+            let rest = key.get(prefix.len()..).ok_or_else(bad)?;
+            let size = rest
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(bad)?;
+            let (witness, seq) = decode_chain_seq(&rest[8..])?;
+            let root = <[u8; 32]>::try_from(value.as_ref()).map_err(|_| bad())?;
+            found.push(AnchorRef {
+                chain: chain.clone(),
+                size,
+                root: TreeHash(root),
+                witness,
+                seq,
+            });
+        }
+        Ok(found)
+    }
+
+    /// Marks an anchor checked: it is no longer returned by [`Store::unchecked_anchors`].
+    pub fn anchor_checked(&self, anchor: &AnchorRef) -> Result<(), StorageError> {
+        self.index.remove(anchor_key(
+            &anchor.chain,
+            anchor.size,
+            &anchor.witness,
+            anchor.seq,
+        ))?;
+        Ok(())
     }
 
     /// `PATH(index, D[size])` of RFC 9162 §2.1.3.1.

@@ -4,7 +4,8 @@
 //!   CONCURRENCY requests in flight (the node group-commits them).
 //! - `wait URL CHAIN SIZE TIMEOUT_S`: polls `GET /v1/chains` every 20 ms until CHAIN holds SIZE
 //!   entries; prints the seconds it took.
-//! - `verify-rate SECONDS`: the raw `verify_strict` rate of this machine over a real entry's
+//! - `verify-rate SECONDS`: the raw `verify_strict` rate of this machine (and the CPU time of one
+//!   check on one thread, which does not depend on how busy the machine is) over a real entry's
 //!   COSE Sig_structure, on one thread and on every core; prints both per second.
 
 use std::time::{Duration, Instant};
@@ -142,12 +143,28 @@ fn verify_rate(seconds: f64) {
         }
         n
     };
-    let one = run(Instant::now() + Duration::from_secs_f64(seconds)) as f64 / seconds;
+    let cpu_before = thread_cpu_seconds();
+    let single = run(Instant::now() + Duration::from_secs_f64(seconds));
+    // CPU time per check on this thread: what a check costs, however busy the machine is.
+    let cpu_us = (thread_cpu_seconds() - cpu_before) * 1e6 / single as f64;
+    let one = single as f64 / seconds;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let all: u64 = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads).map(|_| s.spawn(|| run(deadline))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
-    println!("{one:.0} {:.0} {threads}", all as f64 / seconds);
+    println!("{one:.0} {:.0} {threads} {cpu_us:.1}", all as f64 / seconds);
+}
+
+/// User + system CPU time of the calling thread, from `/proc/thread-self/stat` (fields 14 and
+/// 15, in clock ticks of 1/100 s on Linux).
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
 }

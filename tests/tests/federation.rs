@@ -8,6 +8,9 @@
 //!   key, a forbidden record kind, garbage and oversize bodies, a hanging peer, a fork and a
 //!   wrongly rooted checkpoint; nothing invalid is stored, forks yield evidence and frozen
 //!   chains, honest replication goes on.
+//! - `contradicted_anchors_are_evidence_even_after_a_restart`: an anchor contradicting a chain
+//!   the victim holds is evidence at once; one naming more of a chain than the victim holds
+//!   waits in the store, survives a restart and is evidence once the chain catches up.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1283,4 +1286,175 @@ async fn hostile_peer_is_detected_and_named() {
             node.org
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anchors that contradict the chain they name.
+
+/// The anchor evidence `node` holds about `chain`, if any.
+async fn anchor_evidence(node: &Node, chain: &str) -> Option<Value> {
+    get_json(node, "/v1/evidence")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "anchor" && e["chain"] == chain)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contradicted_anchors_are_evidence_even_after_a_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let hostile = Arc::new(Mutex::new(Hostile::default()));
+    let hostile_url = serve_hostile(hostile.clone()).await;
+    let mut nodes = {
+        let hostile_url = hostile_url.clone();
+        federation(
+            root.path(),
+            &[("nclab", "lab"), ("jxsamr", "regulator")],
+            3600,
+            move |org, t| {
+                if org == "jxsamr" {
+                    let peers = t["peers"].as_array_mut().unwrap();
+                    let mut peer = toml::Table::new();
+                    peer.insert("url".into(), hostile_url.clone().into());
+                    peers.push(peer.into());
+                }
+            },
+        )
+        .await
+    };
+    let [jxim, nclab, jxsamr] = &mut nodes[..] else {
+        unreachable!()
+    };
+    let federation_id = FederationId::of(&std::fs::read(jxim.genesis()).unwrap());
+
+    // A member whose chain only the hostile peer serves, signed with a key the test holds.
+    let mallory = SigningKey::from_bytes(&[77; 32]);
+    write(
+        jxim,
+        Record::Enrol(rmledger_schema::records::Enrol {
+            org: OrgId::new("mallory").unwrap(),
+            keys: vec![PublicKey(mallory.verifying_key().to_bytes())],
+            name: "Mallory Ltd".into(),
+            roles: vec![rmledger_schema::records::Role::Lab],
+        }),
+    )
+    .await;
+    write(nclab, ghost_anchor(1)).await;
+    converge(&[jxim, nclab, jxsamr], Duration::from_secs(60)).await;
+    let (lab_size, _, _) = tip(jxsamr, "nclab").await;
+    let (jx_size, _, _) = tip(jxsamr, "jxim").await;
+
+    // Two validly signed anchors on mallory's chain: one contradicts nclab's chain at a size
+    // the victim holds; the other names a false root for more of jxim's chain than anyone
+    // holds yet, so it can only be checked later.
+    let time = now_ms();
+    let contradicting = next_entry(
+        &mallory,
+        federation_id,
+        "mallory",
+        0,
+        None,
+        time,
+        Record::Anchor(Anchor {
+            root: TreeHash([0xaa; 32]),
+            size: lab_size,
+            chain: OrgId::new("nclab").unwrap(),
+        }),
+    );
+    let ahead = next_entry(
+        &mallory,
+        federation_id,
+        "mallory",
+        1,
+        Some(contradicting.id()),
+        time + 1,
+        Record::Anchor(Anchor {
+            root: TreeHash([0xbb; 32]),
+            size: jx_size + 3,
+            chain: OrgId::new("jxim").unwrap(),
+        }),
+    );
+    hostile.lock().unwrap().set(
+        "mallory",
+        2,
+        ahead.id(),
+        vec![contradicting.bytes().to_vec(), ahead.bytes().to_vec()],
+    );
+    notify(jxsamr).await;
+
+    // Detected, named, kept as evidence, counted; the chain it contradicts is frozen.
+    wait_for!("evidence of the contradicted anchor", 30, {
+        anchor_evidence(jxsamr, "nclab").await.is_some()
+    });
+    let item = anchor_evidence(jxsamr, "nclab").await.unwrap();
+    assert_eq!(item["seq"], lab_size);
+    assert_eq!(item["first_id"], contradicting.id().to_string());
+    assert_eq!(
+        item["first"],
+        data_encoding::HEXLOWER.encode(contradicting.bytes())
+    );
+    assert_eq!(
+        chains(jxsamr).await["mallory"].0,
+        2,
+        "both anchors are stored"
+    );
+    let m = metrics(jxsamr).await;
+    assert_eq!(metric(&m, "rmledger_forks_total"), 1, "{m}");
+    assert_eq!(
+        metric(&m, "rmledger_chain_frozen{chain=\"nclab\"}"),
+        1,
+        "{m}"
+    );
+    assert!(
+        jxsamr
+            .log()
+            .lines()
+            .any(|l| l.contains("anchor contradicts the chain we hold") && l.contains("mallory")),
+        "the log does not name the witness"
+    );
+    wait_for!("the ForkReported entry on the victim's chain", 20, {
+        entries(jxsamr, "jxsamr")
+            .await
+            .iter()
+            .any(|e| matches!(e.record(), Record::ForkReported(r) if r.chain.as_str() == "nclab"))
+    });
+    assert!(
+        anchor_evidence(jxsamr, "jxim").await.is_none(),
+        "jxim is not that long yet"
+    );
+
+    // The anchor ahead of jxim's chain waits in the store, so a restart does not lose it.
+    jxsamr.stop();
+    jxsamr.start();
+    // Honest replication goes on: jxim's next entries arrive, and once the victim holds the
+    // size the anchor names, the anchor is checked and found false.
+    // (jxim itself may have added a ForkReported meanwhile, so the first write leaves the victim
+    // at most at jx_size + 2.)
+    let written = write(jxim, ghost_anchor(100)).await;
+    wait_for!("an honest jxim entry to arrive after the restart", 20, {
+        entries(jxsamr, "jxim")
+            .await
+            .iter()
+            .any(|e| e.id() == written)
+    });
+    assert!(anchor_evidence(jxsamr, "jxim").await.is_none());
+    write(jxim, ghost_anchor(101)).await;
+    write(jxim, ghost_anchor(102)).await;
+    wait_for!("evidence of the anchor that was waiting", 30, {
+        anchor_evidence(jxsamr, "jxim").await.is_some()
+    });
+    let item = anchor_evidence(jxsamr, "jxim").await.unwrap();
+    assert_eq!(item["seq"], jx_size + 3);
+    assert_eq!(item["first_id"], ahead.id().to_string());
+    let m = metrics(jxsamr).await;
+    assert!(metric(&m, "rmledger_forks_total") >= 1, "{m}");
+    assert_eq!(
+        metric(&m, "rmledger_chain_frozen{chain=\"jxim\"}"),
+        1,
+        "{m}"
+    );
+    // The evidence from before the restart is still there.
+    assert!(anchor_evidence(jxsamr, "nclab").await.is_some());
 }

@@ -64,8 +64,9 @@ enum Command {
         /// producer and institute roles).
         #[arg(long, value_enum, default_value_t = Mix::Anchor)]
         mix: Mix,
-        /// The chain named in anchors (any valid org id).
-        #[arg(long, default_value = "jxim")]
+        /// The chain named in anchors: by default one the node does not hold, since an anchor
+        /// of a held chain must carry that chain's true root (the generator's are made up).
+        #[arg(long, default_value = "bench-ghost")]
         chain: String,
         /// Runtime threads of the load generator (it shares the machine with the node).
         #[arg(long, default_value_t = 1)]
