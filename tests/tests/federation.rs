@@ -1152,6 +1152,7 @@ async fn hostile_peer_is_detected_and_named() {
             root: TreeHash([0xee; 32]),
             size: lab_size,
             time_unix_ms: now_ms(),
+            certs: TreeHash([0xee; 32]),
             chain: OrgId::new("nclab").unwrap(),
         },
     )
