@@ -389,9 +389,10 @@ fn prepare(
         certs,
         chain: org.clone(),
     });
-    let checkpoint = match body.map_err(|e| e.to_string()).and_then(|body| {
-        Checkpoint::sign(key, body).map_err(|e| e.to_string())
-    }) {
+    let checkpoint = match body
+        .map_err(|e| e.to_string())
+        .and_then(|body| Checkpoint::sign(key, body).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => {
             for (reply, _) in waiting {

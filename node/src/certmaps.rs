@@ -35,7 +35,11 @@ struct ChainMap {
 
 impl ChainMap {
     fn snapshot(&mut self) {
-        if self.snapshots.back().is_some_and(|(size, _)| *size == self.size) {
+        if self
+            .snapshots
+            .back()
+            .is_some_and(|(size, _)| *size == self.size)
+        {
             return;
         }
         if self.snapshots.len() == SNAPSHOTS {
@@ -149,13 +153,23 @@ impl CertMaps {
     }
 
     /// The root of the chain's map over its first `size` entries.
-    pub fn root_at(&self, store: &Store, chain: &OrgId, size: u64) -> Result<TreeHash, LedgerError> {
+    pub fn root_at(
+        &self,
+        store: &Store,
+        chain: &OrgId,
+        size: u64,
+    ) -> Result<TreeHash, LedgerError> {
         self.map_at(store, chain, size).map(|m| m.root())
     }
 }
 
 /// Moves `chain_map` to exactly `size` entries, forwards from the store or back to a snapshot.
-fn seek(store: &Store, chain: &OrgId, chain_map: &mut ChainMap, size: u64) -> Result<(), LedgerError> {
+fn seek(
+    store: &Store,
+    chain: &OrgId,
+    chain_map: &mut ChainMap,
+    size: u64,
+) -> Result<(), LedgerError> {
     if chain_map.size == size {
         return Ok(());
     }

@@ -163,9 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // trees, against each chain's latest checkpoint, as at start-up.
             Ledger::open(Arc::new(store), genesis, org)
                 .context("checking the reindexed chains and certificate maps")?;
-            println!(
-                "reindex: rebuilt the index and the certificate maps of {chains} chains"
-            );
+            println!("reindex: rebuilt the index and the certificate maps of {chains} chains");
             Ok(())
         }
         Command::Init {

@@ -559,7 +559,8 @@ impl ChainState {
         let size = self.size();
         if self.wants.remove(&size) {
             let certs = self.certs.as_ref().map(crate::certmap::CertMap::root);
-            self.captured.insert(size, (TreeHash(root), Some(id), certs));
+            self.captured
+                .insert(size, (TreeHash(root), Some(id), certs));
         }
     }
 

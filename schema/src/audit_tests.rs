@@ -850,7 +850,11 @@ fn a_checkpoint_with_a_wrong_certificate_map_root_is_a_mismatch() {
     wrong.certs = omitted.root();
     let wrong = Checkpoint::sign(&fed.keys[&org("acme-rm")], wrong).unwrap();
     let honest = fed.checkpoint("acme-rm");
-    for (checkpoint, fed_first, finding) in [(&wrong, true, true), (&wrong, false, true), (&honest, true, false)] {
+    for (checkpoint, fed_first, finding) in [
+        (&wrong, true, true),
+        (&wrong, false, true),
+        (&honest, true, false),
+    ] {
         let mut auditor = Auditor::new(&fed.genesis, config(&fed));
         if fed_first {
             auditor.checkpoint(checkpoint.bytes());
@@ -859,16 +863,19 @@ fn a_checkpoint_with_a_wrong_certificate_map_root_is_a_mismatch() {
             .chain_entries(&org("jxim"), fed.chain("jxim").iter().map(Entry::bytes))
             .unwrap();
         auditor
-            .chain_entries(&org("acme-rm"), fed.chain("acme-rm").iter().map(Entry::bytes))
+            .chain_entries(
+                &org("acme-rm"),
+                fed.chain("acme-rm").iter().map(Entry::bytes),
+            )
             .unwrap();
         if !fed_first {
             auditor.checkpoint(checkpoint.bytes());
         }
         let report = auditor.finish();
-        let found = report
-            .findings
-            .iter()
-            .any(|f| f.rule == "integrity/checkpoint-mismatch" && f.explanation.contains("certificate map root"));
+        let found = report.findings.iter().any(|f| {
+            f.rule == "integrity/checkpoint-mismatch"
+                && f.explanation.contains("certificate map root")
+        });
         assert_eq!(found, finding, "{:?}", report.findings);
     }
 }

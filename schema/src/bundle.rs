@@ -300,9 +300,8 @@ impl Bundle {
                         ));
                     }
                     verify_checkpoint_signer(membership, &checkpoint).map_err(fail)?;
-                    let tally = certmap::verify(&body.certs, &self.cert, proof).map_err(|e| {
-                        fail(format!("at size {}: {e}", body.size))
-                    })?;
+                    let tally = certmap::verify(&body.certs, &self.cert, proof)
+                        .map_err(|e| fail(format!("at size {}: {e}", body.size)))?;
                     Some((checkpoint, tally))
                 }
                 (Some(_), None) => {
@@ -314,10 +313,16 @@ impl Bundle {
             };
             sections.insert(chain.clone(), verified);
         }
-        if let Some(member) = membership.members().find(|m| !sections.contains_key(&m.org)) {
+        if let Some(member) = membership
+            .members()
+            .find(|m| !sections.contains_key(&m.org))
+        {
             return Err(BundleError::MissingChain(member.org.clone()));
         }
-        if sections.get(membership.registrar()).is_some_and(Option::is_none) {
+        if sections
+            .get(membership.registrar())
+            .is_some_and(Option::is_none)
+        {
             return Err(BundleError::Chain {
                 chain: membership.registrar().clone(),
                 detail: "the registrar's chain has no checkpoint".into(),
@@ -346,12 +351,16 @@ impl Bundle {
             let counted = tally.map_or(0, |t| t.count);
             let found = held.len() as u64;
             if found < counted {
-                let tail = tally.map(|t| t.last).filter(|last| !held.iter().any(|e| e.id() == *last));
+                let tail = tally
+                    .map(|t| t.last)
+                    .filter(|last| !held.iter().any(|e| e.id() == *last));
                 return Err(incomplete(format!(
                     "its checkpoint (size {size}) counts {counted} entries about certificate {}, the bundle holds {found}: {} missing{}",
                     self.cert,
                     counted - found,
-                    tail.map_or(String::new(), |last| format!(", among them the latest, {last}")),
+                    tail.map_or(String::new(), |last| format!(
+                        ", among them the latest, {last}"
+                    )),
                 )));
             }
             if found > counted {
@@ -360,16 +369,16 @@ impl Bundle {
                     self.cert
                 )));
             }
-            if let (Some(tally), Some(latest)) = (tally, held.iter().max_by_key(|e| e.seq())) {
-                if latest.id() != tally.last {
-                    return Err(incomplete(format!(
-                        "the latest entry about certificate {} at size {size} is {}, but the bundle's latest is {} (seq {})",
-                        self.cert,
-                        tally.last,
-                        latest.id(),
-                        latest.seq()
-                    )));
-                }
+            if let (Some(tally), Some(latest)) = (tally, held.iter().max_by_key(|e| e.seq()))
+                && latest.id() != tally.last
+            {
+                return Err(incomplete(format!(
+                    "the latest entry about certificate {} at size {size} is {}, but the bundle's latest is {} (seq {})",
+                    self.cert,
+                    tally.last,
+                    latest.id(),
+                    latest.seq()
+                )));
             }
         }
         Ok(())
@@ -747,10 +756,17 @@ mod tests {
         let recall = bundle
             .entries
             .iter()
-            .position(|e| matches!(Entry::decode(&e.entry.0).unwrap().record(), Record::Recalled(_)))
+            .position(|e| {
+                matches!(
+                    Entry::decode(&e.entry.0).unwrap().record(),
+                    Record::Recalled(_)
+                )
+            })
             .unwrap();
         let mut bad = bundle.clone();
-        let recall_id = Entry::decode(&bad.entries.remove(recall).entry.0).unwrap().id();
+        let recall_id = Entry::decode(&bad.entries.remove(recall).entry.0)
+            .unwrap()
+            .id();
         let err = bad.verify(fed.genesis.id()).unwrap_err().to_string();
         assert!(
             err.contains("chain jxim") && err.contains(&recall_id.to_string()),
@@ -787,12 +803,21 @@ mod tests {
         // A chain listed twice, or one that is not a member's.
         let mut bad = bundle.clone();
         bad.chains.push(bad.chains[0].clone());
-        assert!(matches!(bad.verify(fed.genesis.id()), Err(BundleError::Chain { .. })));
+        assert!(matches!(
+            bad.verify(fed.genesis.id()),
+            Err(BundleError::Chain { .. })
+        ));
         // A map proof of another chain, or for another certificate.
         let mut bad = bundle.clone();
         let (a, b) = (
-            bad.chains.iter().position(|c| c.chain.as_str() == "acme-rm").unwrap(),
-            bad.chains.iter().position(|c| c.chain.as_str() == "nclab").unwrap(),
+            bad.chains
+                .iter()
+                .position(|c| c.chain.as_str() == "acme-rm")
+                .unwrap(),
+            bad.chains
+                .iter()
+                .position(|c| c.chain.as_str() == "nclab")
+                .unwrap(),
         );
         bad.chains[a].certs = bundle.chains[b].certs.clone();
         let err = bad.verify(fed.genesis.id()).unwrap_err();
@@ -821,14 +846,21 @@ mod tests {
         );
         let newer = fed.bundle(cert);
         let mut bad = bundle.clone();
-        let n = bad.chains.iter().position(|c| c.chain.as_str() == "nclab").unwrap();
+        let n = bad
+            .chains
+            .iter()
+            .position(|c| c.chain.as_str() == "nclab")
+            .unwrap();
         bad.chains[n] = newer.chains[n].clone();
         let err = bad.verify(fed.genesis.id()).unwrap_err();
         assert!(matches!(err, BundleError::Entry { .. }), "{err}");
         // The old receipts with the newer section: the same.
         let mut bad = newer.clone();
         bad.entries.clone_from(&bundle.entries);
-        assert!(matches!(bad.verify(fed.genesis.id()), Err(BundleError::Entry { .. })));
+        assert!(matches!(
+            bad.verify(fed.genesis.id()),
+            Err(BundleError::Entry { .. })
+        ));
         // The newer bundle without the newest use: its section counts it.
         let mut bad = newer.clone();
         bad.entries.pop();

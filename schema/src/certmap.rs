@@ -327,7 +327,10 @@ pub enum CertMapError {
     #[error("certificate map proof leaf has a count of 0")]
     ZeroCount,
     #[error("certificate map proof leads to root {computed}, but the signed root is {signed}")]
-    RootMismatch { computed: TreeHash, signed: TreeHash },
+    RootMismatch {
+        computed: TreeHash,
+        signed: TreeHash,
+    },
 }
 
 /// Checks `proof` for `key` against `root`: `Ok(Some(tally))` if the map holds `tally` for the
@@ -426,7 +429,10 @@ mod tests {
             last: id(11),
         };
         assert_eq!(map.root(), leaf_hash(&id(1), &expected));
-        assert_eq!(verify(&map.root(), &id(1), &map.prove(&id(1))), Ok(Some(expected)));
+        assert_eq!(
+            verify(&map.root(), &id(1), &map.prove(&id(1))),
+            Ok(Some(expected))
+        );
         // Absent: the path ends in another key's leaf.
         let proof = map.prove(&id(2));
         assert!(proof.leaf.is_some() && proof.siblings.is_empty());

@@ -857,12 +857,20 @@ fn verify_works_offline_and_catches_tampering() {
     let mut doctored = bundle.clone();
     let last = doctored.entries.pop().unwrap();
     let chain = Entry::decode(&last.entry.0).unwrap().chain().clone();
-    let section = doctored.chains.iter_mut().find(|c| c.chain == chain).unwrap();
+    let section = doctored
+        .chains
+        .iter_mut()
+        .find(|c| c.chain == chain)
+        .unwrap();
     let leaf = section.certs.as_mut().unwrap().leaf.as_mut().unwrap();
     leaf.count -= 1;
     write(&doctored);
     let run = offline.expect(1, &["verify", str_of(&bad)]);
-    assert!(run.stdout.contains("certificate map proof"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("certificate map proof"),
+        "{}",
+        run.stdout
+    );
     // A registrar entry removed.
     let mut short = bundle.clone();
     short.registrar.pop();
