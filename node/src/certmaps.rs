@@ -210,3 +210,113 @@ fn replay(
     }
     Ok(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use rmledger_schema::records::{Record, Shipped};
+    use rmledger_schema::testkit::{TestFederation, org, serials, soil_certificate};
+
+    use super::*;
+    use crate::storage::{Batch, StoreOptions};
+
+    /// acme-rm's chain, `batches` batches of a registration and a shipment each, stored one
+    /// batch at a time with the checkpoint over it.
+    fn stored(batches: usize) -> (tempfile::TempDir, Store, TestFederation) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), StoreOptions::default()).unwrap();
+        let mut fed = TestFederation::with_members();
+        for i in 0..batches {
+            let cert = fed
+                .append(
+                    "acme-rm",
+                    Record::BatchRegistered(soil_certificate(&format!("b{i}"))),
+                )
+                .clone();
+            let shipped = fed.append(
+                "acme-rm",
+                Record::Shipped(Shipped {
+                    to: org("nclab"),
+                    cert: cert.id(),
+                    serials: serials("S-0001"),
+                }),
+            );
+            store
+                .append(&Batch {
+                    entries: vec![cert, shipped],
+                    checkpoints: vec![fed.checkpoint("acme-rm")],
+                })
+                .unwrap();
+        }
+        (tmp, store, fed)
+    }
+
+    fn root_over(fed: &TestFederation, size: usize) -> TreeHash {
+        let mut map = CertMap::new();
+        for entry in &fed.chain("acme-rm")[..size] {
+            map.record_entry(entry);
+        }
+        map.root()
+    }
+
+    #[test]
+    fn rebuilt_maps_give_the_root_at_every_size() {
+        let (_tmp, store, fed) = stored(SNAPSHOTS + 4);
+        let maps = CertMaps::rebuild(&store).unwrap();
+        let chain = org("acme-rm");
+        let size = fed.chain("acme-rm").len();
+        assert_eq!(
+            maps.root_at(&store, &chain, size as u64).unwrap(),
+            fed.checkpoint("acme-rm").body().certs
+        );
+        // Older sizes than any snapshot are replayed from the store.
+        for at in [0, 1, 2, 7, size - 1] {
+            assert_eq!(
+                maps.root_at(&store, &chain, at as u64).unwrap(),
+                root_over(&fed, at),
+                "size {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_writer_advances_ahead_of_the_store_and_steps_back() {
+        let (_tmp, store, mut fed) = stored(2);
+        let maps = CertMaps::rebuild(&store).unwrap();
+        let chain = org("acme-rm");
+        let stored_size = store.chain_size(&chain);
+        let next = fed.append(
+            "acme-rm",
+            Record::BatchRegistered(soil_certificate("unstored")),
+        );
+        // Counted before it is stored: the checkpoint over it carries this root.
+        let root = maps.advance(&store, std::slice::from_ref(&next)).unwrap();
+        assert_eq!(root, fed.checkpoint("acme-rm").body().certs);
+        // The stored checkpoint's size is still served from a snapshot.
+        assert_eq!(
+            maps.root_at(&store, &chain, stored_size).unwrap(),
+            root_over(&fed, stored_size as usize)
+        );
+        // Committing it later is not counted twice.
+        store
+            .append(&Batch {
+                entries: vec![next.clone()],
+                checkpoints: vec![fed.checkpoint("acme-rm")],
+            })
+            .unwrap();
+        maps.apply(&store, std::slice::from_ref(&next)).unwrap();
+        assert_eq!(maps.root_at(&store, &chain, stored_size + 1).unwrap(), root);
+        // A batch counted but never stored: the next batch at the same seq steps back first.
+        let lost = fed.append("acme-rm", Record::BatchRegistered(soil_certificate("lost")));
+        maps.advance(&store, std::slice::from_ref(&lost)).unwrap();
+        fed.chains.get_mut(&chain).unwrap().pop();
+        let instead = fed.append(
+            "acme-rm",
+            Record::BatchRegistered(soil_certificate("instead")),
+        );
+        assert_eq!(instead.seq(), lost.seq());
+        let root = maps
+            .advance(&store, std::slice::from_ref(&instead))
+            .unwrap();
+        assert_eq!(root, fed.checkpoint("acme-rm").body().certs);
+    }
+}
