@@ -48,6 +48,18 @@ impl ChainMap {
         self.snapshots.push_back((self.size, self.map.clone()));
     }
 
+    /// Keeps a replayed earlier version among the snapshots, in size order.
+    fn keep(&mut self, size: u64, map: &CertMap) {
+        if size >= self.size || self.snapshots.iter().any(|(s, _)| *s == size) {
+            return;
+        }
+        if self.snapshots.len() == SNAPSHOTS {
+            self.snapshots.pop_front();
+        }
+        let at = self.snapshots.partition_point(|(s, _)| *s < size);
+        self.snapshots.insert(at, (size, map.clone()));
+    }
+
     /// The newest version at or before `size`: the map itself, a snapshot, or the empty map.
     fn at_or_before(&self, size: u64) -> (u64, CertMap) {
         if self.size <= size {
@@ -149,7 +161,12 @@ impl CertMaps {
         if start.0 == size {
             return Ok(start.1);
         }
-        replay(store, chain, start, size)
+        let map = replay(store, chain, start, size)?;
+        // Kept, so the next checkpoint check or bundle at this size does not replay again.
+        if let Some(chain_map) = self.lock().get_mut(chain) {
+            chain_map.keep(size, &map);
+        }
+        Ok(map)
     }
 
     /// The root of the chain's map over its first `size` entries.

@@ -19,7 +19,7 @@
 //! persistent (children are shared `Arc`s), so a snapshot is a clone of the root and an update
 //! copies only its path.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -41,9 +41,16 @@ pub struct Tally {
     pub count: u64,
 }
 
+/// Hashers with the derive_key context already absorbed: cloning one is cheaper than deriving
+/// the context key again for every node of a path.
+static LEAF_HASHER: LazyLock<blake3::Hasher> =
+    LazyLock::new(|| blake3::Hasher::new_derive_key(ctx::CERTMAP_LEAF));
+static NODE_HASHER: LazyLock<blake3::Hasher> =
+    LazyLock::new(|| blake3::Hasher::new_derive_key(ctx::CERTMAP_NODE));
+
 /// The hash of the leaf for `key`.
 pub fn leaf_hash(key: &CertificateId, tally: &Tally) -> TreeHash {
-    let mut hasher = blake3::Hasher::new_derive_key(ctx::CERTMAP_LEAF);
+    let mut hasher = LEAF_HASHER.clone();
     hasher.update(&key.0);
     hasher.update(&tally.count.to_be_bytes());
     hasher.update(&tally.last.0);
@@ -52,7 +59,7 @@ pub fn leaf_hash(key: &CertificateId, tally: &Tally) -> TreeHash {
 
 /// The hash of an interior node with at least two leaves below it.
 pub fn node_hash(left: &TreeHash, right: &TreeHash) -> TreeHash {
-    let mut hasher = blake3::Hasher::new_derive_key(ctx::CERTMAP_NODE);
+    let mut hasher = NODE_HASHER.clone();
     hasher.update(&left.0);
     hasher.update(&right.0);
     TreeHash(*hasher.finalize().as_bytes())
@@ -415,6 +422,23 @@ mod tests {
             count: seed % 7 + 1,
             last: id(seed ^ 0xffff),
         }
+    }
+
+    #[test]
+    fn hashes_are_blake3_derive_key() {
+        let (key, tally) = (id(1), tally(2));
+        let mut material = key.0.to_vec();
+        material.extend_from_slice(&tally.count.to_be_bytes());
+        material.extend_from_slice(&tally.last.0);
+        assert_eq!(
+            leaf_hash(&key, &tally).0,
+            blake3::derive_key("rmledger certmap leaf v1", &material)
+        );
+        let (l, r) = (TreeHash([1; 32]), TreeHash([2; 32]));
+        assert_eq!(
+            node_hash(&l, &r).0,
+            blake3::derive_key("rmledger certmap node v1", &[[1u8; 32], [2u8; 32]].concat())
+        );
     }
 
     #[test]
