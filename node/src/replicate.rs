@@ -742,7 +742,10 @@ impl Replication {
             .map_err(|e| Failure::new("storage", e.to_string()))?;
         let head = entry_id(&store, chain, body.size - 1)?;
         // The certificate map we rebuilt for the chain must have the root the checkpoint signs.
-        let certs = (self.ledger.cert_maps().root_at(&store, chain, body.size))
+        let certs = self
+            .ledger
+            .cert_maps()
+            .root_at(&store, chain, body.size)
             .map_err(|e| Failure::new("storage", e.to_string()))?;
         if root != body.root || head != body.head || certs != body.certs {
             let latest = store.latest_checkpoint(chain).ok().flatten();
