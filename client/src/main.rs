@@ -1582,6 +1582,14 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> Outcome {
                         &["checkpoint of", "size", "signed at"],
                         &rows,
                     ));
+                    out.push_str(
+                        "  complete as of these checkpoints: every entry each chain counts for the certificate is in the bundle; later entries need a newer bundle\n",
+                    );
+                    for chain in &v.unproven_chains {
+                        out.push_str(&format!(
+                            "  chain {chain}: no checkpoint in the bundle (its builder knew of no entry on it); not proven to hold nothing about the certificate\n"
+                        ));
+                    }
                     if v.anchors.is_empty() {
                         out.push_str("  anchors: none in the bundle\n");
                     } else {

@@ -54,6 +54,9 @@ pub struct Verified {
     pub entries: usize,
     pub registrar_entries: usize,
     pub checkpoints: Vec<CheckpointSummary>,
+    /// Member chains the bundle has no checkpoint of: that they hold nothing about the
+    /// certificate rests on the bundle builder's word.
+    pub unproven_chains: Vec<OrgId>,
     pub anchors: Vec<AnchorSummary>,
     pub state: CertificateView,
 }
@@ -100,6 +103,7 @@ pub fn verify_bundle(
                 time_unix_ms: c.body().time_unix_ms,
             })
             .collect(),
+        unproven_chains: verified.unproven_chains.clone(),
         anchors: verified
             .anchors
             .iter()

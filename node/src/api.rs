@@ -15,8 +15,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rmledger_schema::bundle::{Bundle, BundleEntry};
+use rmledger_schema::bundle::{Bundle, BundleChain, BundleEntry};
 use rmledger_schema::cbor::{Writer as CborWriter, major};
+use rmledger_schema::entry::Entry;
+use rmledger_schema::federation::Membership;
 use rmledger_schema::ids::{CertificateId, OrgId};
 use rmledger_schema::records::{Blob, Record};
 use serde::{Deserialize, Serialize};
@@ -714,13 +716,61 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
             "certificate {id} is not known to this node"
         )));
     }
+    let registrar = ledger.genesis().registrar();
+    let registrar_checkpoint = store.latest_checkpoint(registrar)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "this node holds no checkpoint of the registrar's chain yet",
+        )
+    })?;
+    let registrar_entries = store.entries(
+        registrar,
+        0,
+        usize::try_from(registrar_checkpoint.body().size).unwrap_or(usize::MAX),
+    )?;
+    // The members as the bundle's registrar entries list them: the verifier wants a section
+    // for each of their chains, and no other.
+    let mut membership = Membership::new(ledger.genesis());
+    for bytes in &registrar_entries {
+        let entry = Entry::decode(bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+        membership
+            .apply(&entry)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    // Each chain as of its latest checkpoint: the checkpoint, and what its certificate map
+    // holds for the certificate at that size.
     let mut checkpoints = std::collections::HashMap::new();
+    let mut chains = Vec::new();
+    let mut orgs: Vec<OrgId> = membership.members().map(|m| m.org.clone()).collect();
+    orgs.sort();
+    for org in orgs {
+        let checkpoint = if &org == registrar {
+            Some(registrar_checkpoint.clone())
+        } else {
+            store.latest_checkpoint(&org)?
+        };
+        let certs = match &checkpoint {
+            Some(c) => Some(
+                ledger
+                    .cert_maps()
+                    .map_at(store, &org, c.body().size)
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .prove(id),
+            ),
+            None => None,
+        };
+        chains.push(BundleChain {
+            certs,
+            chain: org.clone(),
+            checkpoint: checkpoint.as_ref().map(|c| Blob(c.bytes().to_vec())),
+        });
+        checkpoints.insert(org, checkpoint);
+    }
     let mut entries = Vec::with_capacity(events.len());
     for (chain, seq) in events {
-        if !checkpoints.contains_key(&chain) {
-            checkpoints.insert(chain.clone(), store.latest_checkpoint(&chain)?);
-        }
-        let Some(checkpoint) = &checkpoints[&chain] else {
+        // Entries past the chain's checkpoint are not in the snapshot the bundle is.
+        let Some(Some(checkpoint)) = checkpoints.get(&chain) else {
             continue;
         };
         let size = checkpoint.body().size;
@@ -736,22 +786,10 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
             receipt: Blob(checkpoint.receipt(seq, &path)),
         });
     }
-    let registrar = ledger.genesis().registrar();
-    let registrar_checkpoint = store.latest_checkpoint(registrar)?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "this node holds no checkpoint of the registrar's chain yet",
-        )
-    })?;
-    let registrar_entries = store.entries(
-        registrar,
-        0,
-        usize::try_from(registrar_checkpoint.body().size).unwrap_or(usize::MAX),
-    )?;
     Ok(Bundle {
         version: 1,
         cert: *id,
+        chains,
         anchors: Vec::new(),
         entries,
         genesis: Blob(ledger.genesis().bytes().to_vec()),

@@ -379,15 +379,20 @@ fn prepare(
     if entries.is_empty() {
         return None;
     }
-    let body = CheckpointBody {
+    let certs = ledger.cert_maps().advance(ledger.store(), &entries);
+    let body = certs.map(|certs| CheckpointBody {
         federation: ledger.genesis().id(),
         head: head.expect("a batch with entries has a head"),
         root: TreeHash(frontier.root::<Sha256>()),
         size: frontier.size(),
         time_unix_ms: last_time,
+        certs,
         chain: org.clone(),
-    };
-    let checkpoint = match Checkpoint::sign(key, body) {
+    });
+    let checkpoint = match body
+        .map_err(|e| e.to_string())
+        .and_then(|body| Checkpoint::sign(key, body).map_err(|e| e.to_string()))
+    {
         Ok(c) => c,
         Err(e) => {
             for (reply, _) in waiting {

@@ -1,12 +1,13 @@
 //! `rmledger-node fsck`: re-verifies everything stored, from the segment files up, and reports
 //! the first problem: every record's framing and hash, every entry's encoding, chain links,
 //! signatures and authorisation (membership folded from the registrar's chain), every
-//! checkpoint's signature and root, and the index's trees against roots recomputed from the
+//! checkpoint's signature, root and certificate map root, and the index's trees against roots recomputed from the
 //! entries themselves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
 
+use rmledger_schema::certmap::CertMap;
 use rmledger_schema::chain::ChainTip;
 use rmledger_schema::checkpoint::Checkpoint;
 use rmledger_schema::entry::Entry;
@@ -115,7 +116,8 @@ pub fn fsck(store: &Store, genesis: &Genesis) -> Result<FsckReport, String> {
         report.chains.insert(chain.clone(), info.size);
     }
 
-    // Roots at every size a checkpoint signs, recomputed in one pass per chain.
+    // Roots and certificate map roots at every size a checkpoint signs, recomputed in one pass
+    // per chain.
     let mut wanted: BTreeMap<&OrgId, Vec<u64>> = BTreeMap::new();
     for checkpoint in &checkpoints {
         wanted
@@ -123,17 +125,22 @@ pub fn fsck(store: &Store, genesis: &Genesis) -> Result<FsckReport, String> {
             .or_default()
             .push(checkpoint.body().size);
     }
-    let mut roots: HashMap<(&OrgId, u64), TreeHash> = HashMap::new();
+    let mut roots: HashMap<(&OrgId, u64), (TreeHash, TreeHash)> = HashMap::new();
     for (chain, sizes) in &mut wanted {
         sizes.sort_unstable();
         sizes.dedup();
         let mut tree = Frontier::new();
+        let mut certs = CertMap::new();
         let mut next = sizes.iter().peekable();
         for entry in by_chain.get(*chain).map_or(&[][..], Vec::as_slice) {
             tree.append::<Sha256>(entry.leaf_hash().0)
                 .map_err(|e| e.to_string())?;
+            certs.record_entry(entry);
             while next.peek().is_some_and(|&&s| s == tree.size()) {
-                roots.insert((*chain, tree.size()), TreeHash(tree.root::<Sha256>()));
+                roots.insert(
+                    (*chain, tree.size()),
+                    (TreeHash(tree.root::<Sha256>()), certs.root()),
+                );
                 next.next();
             }
         }
@@ -142,7 +149,7 @@ pub fn fsck(store: &Store, genesis: &Genesis) -> Result<FsckReport, String> {
         let body = checkpoint.body();
         let chain = &body.chain;
         let entries = by_chain.get(chain).map_or(&[][..], Vec::as_slice);
-        let Some(root) = roots.get(&(chain, body.size)) else {
+        let Some((root, certs)) = roots.get(&(chain, body.size)) else {
             return Err(format!(
                 "checkpoint of {chain} at size {} but only {} entries are stored",
                 body.size,
@@ -160,6 +167,12 @@ pub fn fsck(store: &Store, genesis: &Genesis) -> Result<FsckReport, String> {
             return Err(format!(
                 "checkpoint of {chain} at size {} signs root {}, the entries give {root}",
                 body.size, body.root
+            ));
+        }
+        if *certs != body.certs {
+            return Err(format!(
+                "checkpoint of {chain} at size {} signs certificate map root {}, the entries give {certs}",
+                body.size, body.certs
             ));
         }
         let (member, key) = membership

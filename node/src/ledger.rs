@@ -12,8 +12,8 @@ use rmledger_schema::entry::Entry;
 use rmledger_schema::federation::{Genesis, Membership};
 use rmledger_schema::ids::{CertificateId, OrgId};
 use rmledger_schema::lifecycle::CertificateState;
-use rmledger_schema::records::Record;
 
+use crate::certmaps::CertMaps;
 use crate::storage::{StorageError, Store};
 
 /// How many folded certificates are kept in memory; past it the cache starts afresh.
@@ -36,6 +36,8 @@ pub enum LedgerError {
         "chain {chain} disagrees with its last checkpoint: {detail}; the stored data was changed or lost — restore the data directory from a backup or a peer, then run `rmledger-node fsck`"
     )]
     CheckpointMismatch { chain: OrgId, detail: String },
+    #[error("certificate map: {0}")]
+    CertMap(String),
 }
 
 /// The node's view of the ledger. Shared by the HTTP handlers and the writer.
@@ -45,6 +47,8 @@ pub struct Ledger {
     org: OrgId,
     membership: RwLock<Membership>,
     certificates: Mutex<HashMap<CertificateId, Arc<CertificateState>>>,
+    /// Each chain's certificate map (whose root every checkpoint signs).
+    cert_maps: CertMaps,
     /// Bumped after each commit of this node's own chain (replication tells peers).
     own_commits: tokio::sync::watch::Sender<u64>,
 }
@@ -64,7 +68,9 @@ impl Ledger {
             membership.verify_entry(&entry).map_err(|e| detail(&e))?;
             membership.apply(&entry).map_err(|e| detail(&e))?;
         }
+        let cert_maps = CertMaps::rebuild(&store)?;
         let ledger = Self {
+            cert_maps,
             store,
             genesis,
             org,
@@ -78,7 +84,8 @@ impl Ledger {
         Ok(ledger)
     }
 
-    /// A chain's stored tree must reproduce its latest checkpoint's root and head, and the
+    /// A chain's stored tree must reproduce its latest checkpoint's root, head and certificate
+    /// map root, and the
     /// checkpoint must be signed by the chain's organisation.
     fn check_against_checkpoint(&self, chain: &OrgId) -> Result<(), LedgerError> {
         let Some(checkpoint) = self.store.latest_checkpoint(chain)? else {
@@ -111,6 +118,13 @@ impl Ledger {
                 body.head
             )));
         }
+        let certs = self.cert_maps.root_at(&self.store, chain, body.size)?;
+        if certs != body.certs {
+            return Err(mismatch(format!(
+                "the certificate map at size {} has root {certs}, the checkpoint signs {}",
+                body.size, body.certs
+            )));
+        }
         self.check_checkpoint_signature(&checkpoint)
             .map_err(mismatch)
     }
@@ -131,6 +145,11 @@ impl Ledger {
         checkpoint
             .verify_signature(&key.verifying_key)
             .map_err(|e| e.to_string())
+    }
+
+    /// Each chain's certificate map.
+    pub fn cert_maps(&self) -> &CertMaps {
+        &self.cert_maps
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -213,6 +232,10 @@ impl Ledger {
         if entries.iter().any(|e| e.chain() == &self.org) {
             self.own_commits.send_modify(|n| *n += 1);
         }
+        if let Err(e) = self.cert_maps.apply(&self.store, entries) {
+            // The next checkpoint check or bundle replays the map from the store.
+            tracing::error!(error = %e, "updating a certificate map failed");
+        }
         let offset = self.utc_offset_minutes();
         let mut cache = self.cache();
         for entry in entries {
@@ -226,12 +249,7 @@ impl Ledger {
                     tracing::error!(entry = %entry.id(), error = %e, "a stored registrar entry did not apply");
                 }
             }
-            let mut about: Vec<CertificateId> =
-                entry.record().certificate().into_iter().copied().collect();
-            if let Record::BatchRegistered(c) = entry.record() {
-                about.extend(c.supersedes);
-            }
-            for cert in about {
+            for cert in entry.certificates() {
                 if let Some(state) = cache.get_mut(&cert) {
                     Arc::make_mut(state).apply(entry, offset);
                 }

@@ -154,12 +154,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reindex { config } => {
             let config = Config::load(&config)?;
+            let genesis = read_genesis(&config)?;
+            let org = OrgId::new(&config.org)?;
             let store = Store::reindex(config.data_dir.clone(), StoreOptions::default())
                 .context("rebuilding the index (is the node running? stop it first)")?;
-            println!(
-                "reindex: rebuilt the index of {} chains",
-                store.chains().len()
-            );
+            let chains = store.chains().len();
+            // The certificate maps are rebuilt from the reindexed entries and checked, with the
+            // trees, against each chain's latest checkpoint, as at start-up.
+            Ledger::open(Arc::new(store), genesis, org)
+                .context("checking the reindexed chains and certificate maps")?;
+            println!("reindex: rebuilt the index and the certificate maps of {chains} chains");
             Ok(())
         }
         Command::Init {

@@ -307,7 +307,12 @@ impl Replication {
                         && anchor.size <= store.chain_size(&anchor.chain)
                         && store.root(&anchor.chain, anchor.size).ok() == Some(anchor.root)
                     {
-                        self.note_witnessed(&anchor.chain, anchor.size, entry.chain(), entry.time_unix_ms());
+                        self.note_witnessed(
+                            &anchor.chain,
+                            anchor.size,
+                            entry.chain(),
+                            entry.time_unix_ms(),
+                        );
                     }
                 }
             }
@@ -900,7 +905,13 @@ impl Replication {
             .root(chain, body.size)
             .map_err(|e| Failure::new("storage", e.to_string()))?;
         let head = entry_id(&store, chain, body.size - 1)?;
-        if root != body.root || head != body.head {
+        // The certificate map we rebuilt for the chain must have the root the checkpoint signs.
+        let certs = self
+            .ledger
+            .cert_maps()
+            .root_at(&store, chain, body.size)
+            .map_err(|e| Failure::new("storage", e.to_string()))?;
+        if root != body.root || head != body.head || certs != body.certs {
             let latest = store.latest_checkpoint(chain).ok().flatten();
             let first = match latest {
                 Some(l) if l.body().size == body.size => l.bytes().to_vec(),
@@ -913,7 +924,8 @@ impl Replication {
             drop(guard);
             tracing::warn!(
                 peer = %url, %chain, size = body.size, signed_root = %body.root, our_root = %root,
-                "validly signed checkpoint contradicts the chain we hold"
+                signed_certs = %body.certs, our_certs = %certs,
+                "validly signed checkpoint contradicts the chain we hold (root, head or certificate map)"
             );
             self.report(
                 url,

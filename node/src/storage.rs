@@ -867,22 +867,13 @@ impl<'a> Indexer<'a> {
                 self.batch.insert(node_key(chain, level, index), &hash[..]);
             }
         }
-        let mut events: Vec<&CertificateId> = Vec::with_capacity(1);
         if let Record::BatchRegistered(certificate) = entry.record() {
-            events.push(&id);
             self.batch.insert(id_key(P_CERT, &id), at.clone());
             let mut k = code_prefix(certificate.code.as_str());
             k.extend_from_slice(certificate.batch.as_bytes());
             k.push(0);
             k.extend_from_slice(id.as_bytes());
             self.batch.insert(k, EMPTY);
-            // A registration that supersedes another certificate is part of that one's life too.
-            if let Some(superseded) = &certificate.supersedes {
-                events.push(superseded);
-            }
-        }
-        if let Some(cert) = entry.record().certificate() {
-            events.push(cert);
         }
         // An anchor naming more of a chain than is held at this point of the log waits in the
         // index for that chain to catch up. The decision depends only on the log before it, so
@@ -895,8 +886,9 @@ impl<'a> Indexer<'a> {
                 &anchor.root.0[..],
             );
         }
-        for cert in events {
-            let mut k = id_key(P_EVENT, cert);
+        // A registration that supersedes another certificate is part of that one's life too.
+        for cert in entry.certificates() {
+            let mut k = id_key(P_EVENT, &cert);
             k.extend_from_slice(&at);
             self.batch.insert(k, EMPTY);
         }

@@ -417,8 +417,10 @@ pub struct ProofSummary {
     pub entries: usize,
     /// Entries this node stores about the certificate (some may be newer than a checkpoint).
     pub known: usize,
-    /// The newest checkpoint of each chain involved.
+    /// The checkpoint of each member chain the bundle is complete as of.
     pub checkpoints: Vec<CheckpointLine>,
+    /// Member chains this node holds no checkpoint of.
+    pub unproven: Vec<OrgId>,
     /// Verified anchors: (witness chain, anchored chain, anchored size).
     pub anchors: Vec<(OrgId, OrgId, u64)>,
 }
@@ -476,6 +478,7 @@ pub fn proof_summary(ledger: &Ledger, id: &CertificateId) -> Proof {
                     root: c.body().root,
                 })
                 .collect(),
+            unproven: verified.unproven_chains,
             anchors: verified.anchors,
         }),
         Err(e) => Proof::Unavailable(e.to_string()),
@@ -1104,6 +1107,10 @@ fn proof_section(ctx: &Ctx, proof: &Proof, offset: i32) -> Markup {
                     }
                 }
                 h3 { (ctx.t(i18n::CHECKPOINTS)) }
+                p { (ctx.t(i18n::BUNDLE_COMPLETE)) "." }
+                @for chain in &p.unproven {
+                    p.muted { (chain) ": " (ctx.t(i18n::BUNDLE_UNPROVEN)) }
+                }
                 table.stack {
                     thead { tr {
                         th { (ctx.t(i18n::CHAIN)) } th { (ctx.t(i18n::SIZE)) }
@@ -1441,6 +1448,7 @@ mod tests {
                     time_unix_ms: now,
                     root: TreeHash([7; 32]),
                 }],
+                unproven: vec![org("nclab")],
                 anchors: Vec::new(),
             }),
             state: Arc::new(state),
@@ -1476,6 +1484,8 @@ mod tests {
                 r#"class="verdict pass">pass<"#,
                 "Timeline",
                 "no anchors yet",
+                "every entry about this certificate as of these checkpoints",
+                "nclab: no checkpoint known",
                 "/v1/certificates/",
                 "1 entries are newer",
                 "<svg",

@@ -32,6 +32,7 @@ struct Writer {
     head: Option<EntryId>,
     size: u64,
     tree: MemoryTree<Sha256>,
+    certs: rmledger_schema::certmap::CertMap,
     bytes: Vec<Vec<u8>>,
 }
 
@@ -43,6 +44,7 @@ impl Writer {
             head: None,
             size: 0,
             tree: MemoryTree::new(),
+            certs: rmledger_schema::certmap::CertMap::new(),
             bytes: Vec::new(),
         }
     }
@@ -65,6 +67,7 @@ impl Writer {
         self.head = Some(entry.id());
         self.size += 1;
         self.tree.push(entry.bytes());
+        self.certs.record_entry(&entry);
         self.bytes.push(entry.bytes().to_vec());
         entry
     }
@@ -92,6 +95,7 @@ impl Writer {
                 root: TreeHash(self.tree.root()),
                 size: self.size,
                 time_unix_ms: time,
+                certs: self.certs.root(),
                 chain: self.chain.clone(),
             },
         )

@@ -180,8 +180,10 @@ fn main() {
         .find(|(c, _)| c.as_str() == "acme-rm")
         .expect("producer chain");
     let mut tree = MemoryTree::<Sha256>::new();
+    let mut certs = rmledger_schema::certmap::CertMap::new();
     for entry in producer_chain {
         tree.push_leaf_hash(entry.leaf_hash().0);
+        certs.record_entry(entry);
     }
     let checkpoint = Checkpoint::sign(
         &producer,
@@ -191,6 +193,7 @@ fn main() {
             root: TreeHash(tree.root()),
             size: tree.size(),
             time_unix_ms: start + 3_600_000,
+            certs: certs.root(),
             chain: org("acme-rm"),
         },
     )

@@ -521,8 +521,11 @@ struct ChainState {
     recent: VecDeque<(u64, EntryId)>,
     /// Sizes at which exact roots are wanted (anchors and checkpoints naming a later size).
     wants: BTreeSet<u64>,
-    /// Exact (root, head id) at wanted sizes.
-    captured: HashMap<u64, (TreeHash, Option<EntryId>)>,
+    /// Exact (root, head id, certificate map root) at wanted sizes.
+    captured: HashMap<u64, (TreeHash, Option<EntryId>, Option<TreeHash>)>,
+    /// The chain's certificate map, so checkpoints' `certs` roots can be checked; `None` after
+    /// an undecodable entry (whose certificates cannot be known).
+    certs: Option<crate::certmap::CertMap>,
     last_anchor: Option<AnchorRef>,
 }
 
@@ -539,6 +542,7 @@ impl ChainState {
             recent: VecDeque::new(),
             wants: BTreeSet::new(),
             captured: HashMap::new(),
+            certs: Some(crate::certmap::CertMap::new()),
             last_anchor: None,
         }
     }
@@ -556,17 +560,23 @@ impl ChainState {
             .push(u64::from_be_bytes(root[..8].try_into().expect("8 bytes")));
         let size = self.size();
         if self.wants.remove(&size) {
-            self.captured.insert(size, (TreeHash(root), Some(id)));
+            let certs = self.certs.as_ref().map(crate::certmap::CertMap::root);
+            self.captured
+                .insert(size, (TreeHash(root), Some(id), certs));
         }
     }
 
     /// What the audit knows of the root at `size`: exact, an 8-byte prefix, or nothing.
     fn root_at(&self, size: u64) -> RootKnown {
-        if let Some((root, head)) = self.captured.get(&size) {
-            return RootKnown::Exact(*root, *head);
+        if let Some((root, head, certs)) = self.captured.get(&size) {
+            return RootKnown::Exact(*root, *head, *certs);
         }
         if size == self.size() && size > 0 {
-            return RootKnown::Exact(TreeHash(self.frontier.root::<Sha256>()), self.last_id);
+            return RootKnown::Exact(
+                TreeHash(self.frontier.root::<Sha256>()),
+                self.last_id,
+                self.certs.as_ref().map(crate::certmap::CertMap::root),
+            );
         }
         match size
             .checked_sub(1)
@@ -586,7 +596,8 @@ impl ChainState {
 }
 
 enum RootKnown {
-    Exact(TreeHash, Option<EntryId>),
+    /// The root, the head and (unless an entry could not be decoded) the certificate map root.
+    Exact(TreeHash, Option<EntryId>, Option<TreeHash>),
     Prefix(u64),
     Beyond,
 }
@@ -598,6 +609,8 @@ struct Claim {
     size: u64,
     root: TreeHash,
     head: Option<EntryId>,
+    /// The certificate map root a checkpoint signs (anchors do not state one).
+    certs: Option<TreeHash>,
     kind: ClaimKind,
 }
 
@@ -729,6 +742,7 @@ impl Auditor {
                     size: body.size,
                     root: body.root,
                     head: Some(body.head),
+                    certs: Some(body.certs),
                     kind: ClaimKind::Checkpoint,
                 });
                 self.checkpoints.push(checkpoint);
@@ -848,6 +862,7 @@ impl Auditor {
                 let position = state.next_seq;
                 state.next_seq += 1;
                 state.head = None;
+                state.certs = None;
                 state.push_leaf(leaf, id);
                 self.findings.push(Finding::new(
                     "integrity/undecodable",
@@ -986,6 +1001,9 @@ impl Auditor {
         state.last_time = time;
         state.first_time.get_or_insert(time);
         state.remember(seq, id);
+        if let Some(certs) = &mut state.certs {
+            certs.record_entry(&entry);
+        }
         state.push_leaf(leaf, id);
         self.findings.extend(breaks);
 
@@ -1042,6 +1060,7 @@ impl Auditor {
                 size: anchor.size,
                 root: anchor.root,
                 head: None,
+                certs: None,
                 kind: ClaimKind::Anchor {
                     witness: chain.clone(),
                     seq,
@@ -1161,7 +1180,7 @@ impl Auditor {
                 .or_insert_with(ChainState::new);
             let known = state.root_at(claim.size);
             let (contradiction, beyond) = match known {
-                RootKnown::Exact(root, head) => {
+                RootKnown::Exact(root, head, certs) => {
                     let head_wrong = match (claim.head, head) {
                         (Some(claimed), Some(ours)) => claimed != ours,
                         _ => false,
@@ -1177,6 +1196,12 @@ impl Auditor {
                             short(&claim.head.unwrap_or(EntryId([0; 32]))),
                             claim.size - 1,
                             short(&head.unwrap_or(EntryId([0; 32])))
+                        ))
+                    } else if let (Some(claimed), Some(ours)) = (claim.certs, certs)
+                        && claimed != ours
+                    {
+                        Some(format!(
+                            "states certificate map root {claimed} but the audited entries give {ours}"
                         ))
                     } else {
                         None

@@ -839,6 +839,48 @@ fn checkpoint_with_a_wrong_root_or_signer() {
 }
 
 #[test]
+fn a_checkpoint_with_a_wrong_certificate_map_root_is_a_mismatch() {
+    let mut fed = TestFederation::with_members();
+    let cert = register(&mut fed, soil_certificate("2025a"));
+    ship(&mut fed, cert, "S-0001", "nclab");
+    // A checkpoint over the whole chain whose map omits the shipment, fed before and after.
+    let mut wrong: CheckpointBody = fed.checkpoint("acme-rm").body().clone();
+    let mut omitted = crate::certmap::CertMap::new();
+    omitted.record_entry(&fed.chain("acme-rm")[0]);
+    wrong.certs = omitted.root();
+    let wrong = Checkpoint::sign(&fed.keys[&org("acme-rm")], wrong).unwrap();
+    let honest = fed.checkpoint("acme-rm");
+    for (checkpoint, fed_first, finding) in [
+        (&wrong, true, true),
+        (&wrong, false, true),
+        (&honest, true, false),
+    ] {
+        let mut auditor = Auditor::new(&fed.genesis, config(&fed));
+        if fed_first {
+            auditor.checkpoint(checkpoint.bytes());
+        }
+        auditor
+            .chain_entries(&org("jxim"), fed.chain("jxim").iter().map(Entry::bytes))
+            .unwrap();
+        auditor
+            .chain_entries(
+                &org("acme-rm"),
+                fed.chain("acme-rm").iter().map(Entry::bytes),
+            )
+            .unwrap();
+        if !fed_first {
+            auditor.checkpoint(checkpoint.bytes());
+        }
+        let report = auditor.finish();
+        let found = report.findings.iter().any(|f| {
+            f.rule == "integrity/checkpoint-mismatch"
+                && f.explanation.contains("certificate map root")
+        });
+        assert_eq!(found, finding, "{:?}", report.findings);
+    }
+}
+
+#[test]
 fn checkpoint_fed_before_its_chain_is_checked_exactly() {
     let mut fed = TestFederation::with_members();
     fed.append("acme-rm", filler(&fed));

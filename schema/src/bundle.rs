@@ -3,16 +3,24 @@
 //!
 //! A bundle carries the genesis, the registrar's whole chain (the membership), every entry of
 //! the certificate's life each with a receipt (inclusion proof + signed checkpoint of its
-//! chain), and anchors that witness those checkpoints. [`Bundle::verify`] checks every
-//! signature with `verify_strict`, the authorisation of every signer at its entry's time, the
-//! links between consecutive entries of a chain, every proof against a signed root, and the
-//! anchors; it returns the verified entries for the lifecycle fold.
+//! chain), for every member's chain its checkpoint and a proof of what that chain's certificate
+//! map holds for the certificate, and anchors that witness those checkpoints. [`Bundle::verify`]
+//! checks every signature with `verify_strict`, the authorisation of every signer at its
+//! entry's time, the links between consecutive entries of a chain, every proof against a
+//! signed root, and the anchors; and that for each chain the bundle holds exactly the entries
+//! the chain's certificate map counts (so none was left out); it returns the verified entries
+//! for the lifecycle fold.
+//!
+//! What a bundle cannot prove: it is a snapshot as of its checkpoints. An entry written after
+//! them is not in it; freshness needs a newer bundle or an online check. A member chain the
+//! builder held no checkpoint of is listed as unproven (it was empty as far as the builder knew).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
+use crate::certmap::{self, CertMapProof};
 use crate::checkpoint::{Checkpoint, CheckpointError, Receipt};
 use crate::entry::{Entry, EntryError};
 use crate::federation::{FederationError, Genesis, Membership};
@@ -41,6 +49,20 @@ pub struct BundleAnchor {
     pub consistency: Vec<TreeHash>,
 }
 
+/// One member chain as of its checkpoint: the checkpoint and the proof of what the chain's
+/// certificate map (whose root the checkpoint signs) holds for the bundle's certificate. Both
+/// are absent when the builder held no checkpoint of the chain (it knew of no entry on it).
+/// Field order is canonical key order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleChain {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs: Option<CertMapProof>,
+    pub chain: OrgId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Blob>,
+}
+
 /// The wire form. Field order is canonical key order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +70,8 @@ pub struct Bundle {
     #[serde(rename = "v")]
     pub version: u64,
     pub cert: CertificateId,
+    /// Every member's chain (as the registrar's chain in the bundle lists them), in org order.
+    pub chains: Vec<BundleChain>,
     pub anchors: Vec<BundleAnchor>,
     /// The certificate's entries, each with a receipt.
     pub entries: Vec<BundleEntry>,
@@ -80,6 +104,14 @@ pub enum BundleError {
     Anchor { index: usize, detail: String },
     #[error("the bundle holds no entry registering certificate {0}")]
     NoRegistration(CertificateId),
+    #[error(
+        "chain {0}: missing from the bundle; every member's chain must be there with its checkpoint and certificate map proof"
+    )]
+    MissingChain(OrgId),
+    #[error("chain {chain}: {detail}")]
+    Chain { chain: OrgId, detail: String },
+    #[error("chain {chain}: incomplete: {detail}")]
+    Incomplete { chain: OrgId, detail: String },
 }
 
 /// What a verified bundle establishes.
@@ -89,7 +121,10 @@ pub struct VerifiedBundle {
     pub membership: Membership,
     /// The certificate's entries, verified, in (time, chain, seq) order.
     pub entries: Vec<Entry>,
-    /// The newest verified checkpoint of each chain involved.
+    /// Member chains the bundle has no checkpoint of: that they hold nothing about the
+    /// certificate rests on the builder's word.
+    pub unproven_chains: Vec<OrgId>,
+    /// The checkpoint of each member chain the bundle covers (the snapshot it is as of).
     pub checkpoints: BTreeMap<OrgId, Checkpoint>,
     /// Verified anchors: (witness chain, anchored chain, anchored size).
     pub anchors: Vec<(OrgId, OrgId, u64)>,
@@ -119,15 +154,16 @@ impl Bundle {
             });
         }
         let membership = self.verify_registrar(&genesis)?;
-        let mut checkpoints: BTreeMap<OrgId, Checkpoint> = BTreeMap::new();
-        let registrar_checkpoint =
-            Checkpoint::decode(&self.registrar_checkpoint.0).map_err(|e| {
-                BundleError::Registrar {
-                    index: 0,
-                    detail: format!("checkpoint: {e}"),
-                }
-            })?;
-        checkpoints.insert(genesis.registrar().clone(), registrar_checkpoint);
+        let sections = self.verify_chains(&membership)?;
+        let mut checkpoints: BTreeMap<OrgId, Checkpoint> = sections
+            .iter()
+            .filter_map(|(chain, s)| Some((chain.clone(), s.as_ref()?.0.clone())))
+            .collect();
+        let unproven_chains: Vec<OrgId> = sections
+            .iter()
+            .filter(|(_, s)| s.is_none())
+            .map(|(chain, _)| chain.clone())
+            .collect();
 
         let mut entries = Vec::with_capacity(self.entries.len());
         for (index, item) in self.entries.iter().enumerate() {
@@ -139,18 +175,33 @@ impl Bundle {
                 &mut checkpoints,
             )
             .map_err(fail)?;
-            let about_cert = match entry.record() {
-                Record::BatchRegistered(c) => {
-                    entry.id() == self.cert || c.supersedes == Some(self.cert)
-                }
-                other => other.certificate() == Some(&self.cert),
-            };
-            if !about_cert {
+            if !entry.concerns(&self.cert) {
                 return Err(fail(format!(
                     "{} is not about certificate {}",
                     entry.record().kind(),
                     self.cert
                 )));
+            }
+            // The receipt must be to the checkpoint whose map counts this chain's entries, so
+            // the count and the entries speak of the same tree.
+            let section = sections.get(entry.chain()).and_then(Option::as_ref);
+            let receipt = Receipt::decode(&item.receipt.0).map_err(|e| fail(e.to_string()))?;
+            match section {
+                Some((checkpoint, _)) if checkpoint.bytes() == receipt.checkpoint.bytes() => {}
+                Some((checkpoint, _)) => {
+                    return Err(fail(format!(
+                        "its receipt is to {}'s checkpoint of size {}, not to the chain's checkpoint in the bundle (size {})",
+                        entry.chain(),
+                        receipt.checkpoint.body().size,
+                        checkpoint.body().size
+                    )));
+                }
+                None => {
+                    return Err(fail(format!(
+                        "the bundle's section for chain {} has no checkpoint",
+                        entry.chain()
+                    )));
+                }
             }
             entries.push(entry);
         }
@@ -164,6 +215,7 @@ impl Bundle {
             (a.time_unix_ms(), a.chain(), a.seq()).cmp(&(b.time_unix_ms(), b.chain(), b.seq()))
         });
         check_links(&entries)?;
+        self.check_complete(&sections, &entries)?;
 
         let mut anchors = Vec::new();
         for (index, anchor) in self.anchors.iter().enumerate() {
@@ -212,9 +264,124 @@ impl Bundle {
             genesis,
             membership,
             entries,
+            unproven_chains,
             checkpoints,
             anchors,
         })
+    }
+
+    /// Checks the section of every member chain: one each, no other; each checkpoint signed by
+    /// its chain's organisation; each certificate map proof against the checkpoint's `certs`
+    /// root. Returns per chain the checkpoint and what its map holds for the certificate, or
+    /// `None` for a chain the bundle has no checkpoint of.
+    fn verify_chains(&self, membership: &Membership) -> Result<ChainSections, BundleError> {
+        let mut sections = ChainSections::new();
+        for section in &self.chains {
+            let chain = &section.chain;
+            let fail = |detail: String| BundleError::Chain {
+                chain: chain.clone(),
+                detail,
+            };
+            if membership.member(chain).is_none() {
+                return Err(fail("is not a member's chain".into()));
+            }
+            if sections.contains_key(chain) {
+                return Err(fail("appears twice in the bundle".into()));
+            }
+            let verified = match (&section.checkpoint, &section.certs) {
+                (None, None) => None,
+                (Some(bytes), Some(proof)) => {
+                    let checkpoint = Checkpoint::decode(&bytes.0)
+                        .map_err(|e| fail(format!("checkpoint: {e}")))?;
+                    let body = checkpoint.body();
+                    if body.chain != *chain || body.federation != membership.federation() {
+                        return Err(fail(
+                            "the checkpoint is for another chain or federation".into(),
+                        ));
+                    }
+                    verify_checkpoint_signer(membership, &checkpoint).map_err(fail)?;
+                    let tally = certmap::verify(&body.certs, &self.cert, proof)
+                        .map_err(|e| fail(format!("at size {}: {e}", body.size)))?;
+                    Some((checkpoint, tally))
+                }
+                (Some(_), None) => {
+                    return Err(fail("a checkpoint without a certificate map proof".into()));
+                }
+                (None, Some(_)) => {
+                    return Err(fail("a certificate map proof without a checkpoint".into()));
+                }
+            };
+            sections.insert(chain.clone(), verified);
+        }
+        if let Some(member) = membership
+            .members()
+            .find(|m| !sections.contains_key(&m.org))
+        {
+            return Err(BundleError::MissingChain(member.org.clone()));
+        }
+        if sections
+            .get(membership.registrar())
+            .is_some_and(Option::is_none)
+        {
+            return Err(BundleError::Chain {
+                chain: membership.registrar().clone(),
+                detail: "the registrar's chain has no checkpoint".into(),
+            });
+        }
+        Ok(sections)
+    }
+
+    /// For each chain, the bundle's entries about the certificate must be exactly those its
+    /// certificate map counts: as many, and the latest the one it names.
+    fn check_complete(
+        &self,
+        sections: &ChainSections,
+        entries: &[Entry],
+    ) -> Result<(), BundleError> {
+        for (chain, section) in sections {
+            let held: Vec<&Entry> = entries.iter().filter(|e| e.chain() == chain).collect();
+            let incomplete = |detail: String| BundleError::Incomplete {
+                chain: chain.clone(),
+                detail,
+            };
+            let Some((checkpoint, tally)) = section else {
+                continue; // No entry can be on it: its receipts would name a checkpoint.
+            };
+            let size = checkpoint.body().size;
+            let counted = tally.map_or(0, |t| t.count);
+            let found = held.len() as u64;
+            if found < counted {
+                let tail = tally
+                    .map(|t| t.last)
+                    .filter(|last| !held.iter().any(|e| e.id() == *last));
+                return Err(incomplete(format!(
+                    "its checkpoint (size {size}) counts {counted} entries about certificate {}, the bundle holds {found}: {} missing{}",
+                    self.cert,
+                    counted - found,
+                    tail.map_or(String::new(), |last| format!(
+                        ", among them the latest, {last}"
+                    )),
+                )));
+            }
+            if found > counted {
+                return Err(incomplete(format!(
+                    "its checkpoint (size {size}) counts {counted} entries about certificate {}, but the bundle holds {found}",
+                    self.cert
+                )));
+            }
+            if let (Some(tally), Some(latest)) = (tally, held.iter().max_by_key(|e| e.seq()))
+                && latest.id() != tally.last
+            {
+                return Err(incomplete(format!(
+                    "the latest entry about certificate {} at size {size} is {}, but the bundle's latest is {} (seq {})",
+                    self.cert,
+                    tally.last,
+                    latest.id(),
+                    latest.seq()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Folds the registrar's chain from seq 0, checking each entry before applying it, and binds
@@ -256,6 +423,9 @@ impl Bundle {
         Ok(membership)
     }
 }
+
+/// Per member chain: its checkpoint and what its certificate map holds for the certificate.
+type ChainSections = BTreeMap<OrgId, Option<(Checkpoint, Option<certmap::Tally>)>>;
 
 /// Decodes an entry, checks its signer and signature, and its receipt against its chain's
 /// signed checkpoint; remembers the newest checkpoint per chain.
@@ -348,8 +518,11 @@ fn check_links(entries: &[Entry]) -> Result<(), BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{Received, Shipped, StatusChange};
-    use crate::testkit::{TestFederation, org, serials, soil_certificate};
+    use crate::records::{
+        Opened, Purpose, Received, Shipped, StatusChange, Uncertainty, Used, ValueVerification,
+    };
+    use crate::testkit::{TestFederation, decimal, org, serials, soil_certificate};
+    use crate::units::Unit;
 
     fn ledger() -> (TestFederation, CertificateId) {
         let mut fed = TestFederation::with_members();
@@ -466,5 +639,236 @@ mod tests {
             bundle.verify(fed.genesis.id()),
             Err(BundleError::Entry { index: 4, .. })
         ));
+    }
+
+    /// A life on three chains: registration, verification, shipment, receipt, opening, use and
+    /// a recall, with entries about another certificate in between.
+    fn full_life() -> (TestFederation, CertificateId) {
+        let mut fed = TestFederation::with_members();
+        let cert = fed
+            .append(
+                "acme-rm",
+                Record::BatchRegistered(soil_certificate("2025a")),
+            )
+            .id();
+        let other = fed
+            .append(
+                "acme-rm",
+                Record::BatchRegistered(soil_certificate("2025b")),
+            )
+            .id();
+        fed.append(
+            "jxim",
+            Record::ValueVerification(ValueVerification {
+                cert,
+                unit: Unit::parse("mg/kg").unwrap(),
+                value: decimal("0.212"),
+                method: Some("ICP-MS".into()),
+                report: Some("JX-2026-001".into()),
+                sample: None,
+                verdict: None,
+                quantity: "Cd".into(),
+                revision: 1,
+                uncertainty: Uncertainty {
+                    expanded: decimal("0.01"),
+                    relative: false,
+                    coverage_factor: decimal("2"),
+                    coverage_probability: None,
+                },
+            }),
+        );
+        for id in [cert, other] {
+            fed.append(
+                "acme-rm",
+                Record::Shipped(Shipped {
+                    to: org("nclab"),
+                    cert: id,
+                    serials: serials("S-0001..S-0002"),
+                }),
+            );
+            fed.append(
+                "nclab",
+                Record::Received(Received {
+                    cert: id,
+                    from: org("acme-rm"),
+                    serials: serials("S-0001..S-0002"),
+                }),
+            );
+        }
+        fed.append(
+            "nclab",
+            Record::Opened(Opened {
+                cert,
+                serial: "S-0001".into(),
+            }),
+        );
+        fed.append(
+            "nclab",
+            Record::Used(Used {
+                cert,
+                serial: "S-0001".into(),
+                purpose: Purpose::Calibration,
+                quantity: None,
+                reference: Some("R-1".into()),
+            }),
+        );
+        fed.append(
+            "jxim",
+            Record::Recalled(StatusChange {
+                cert,
+                reason: "contamination".into(),
+            }),
+        );
+        (fed, cert)
+    }
+
+    fn section_index(bundle: &Bundle, chain: &str) -> usize {
+        bundle
+            .chains
+            .iter()
+            .position(|c| c.chain.as_str() == chain)
+            .unwrap()
+    }
+
+    #[test]
+    fn dropping_any_entry_is_caught_and_named() {
+        let (fed, cert) = full_life();
+        let bundle = fed.bundle(cert);
+        let verified = bundle.verify(fed.genesis.id()).unwrap();
+        assert_eq!(verified.entries.len(), 7);
+        assert_eq!(verified.unproven_chains, vec![org("jxsamr")]);
+        for (index, item) in bundle.entries.iter().enumerate() {
+            let dropped = Entry::decode(&item.entry.0).unwrap();
+            let mut bad = bundle.clone();
+            bad.entries.remove(index);
+            let err = bad.verify(fed.genesis.id()).unwrap_err();
+            let kind = dropped.record().kind();
+            match &err {
+                BundleError::NoRegistration(_) => assert_eq!(dropped.id(), cert),
+                BundleError::Incomplete { chain, detail } => {
+                    assert_eq!(chain, dropped.chain(), "dropping {kind}: {err}");
+                    assert!(detail.contains("1 missing"), "dropping {kind}: {err}");
+                }
+                other => panic!("dropping {kind}: unexpected {other}"),
+            }
+        }
+        // The recall is the latest entry of jxim's chain about the certificate: named.
+        let recall = bundle
+            .entries
+            .iter()
+            .position(|e| {
+                matches!(
+                    Entry::decode(&e.entry.0).unwrap().record(),
+                    Record::Recalled(_)
+                )
+            })
+            .unwrap();
+        let mut bad = bundle.clone();
+        let recall_id = Entry::decode(&bad.entries.remove(recall).entry.0)
+            .unwrap()
+            .id();
+        let err = bad.verify(fed.genesis.id()).unwrap_err().to_string();
+        assert!(
+            err.contains("chain jxim") && err.contains(&recall_id.to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_doctored_chain_section_is_caught() {
+        let (fed, cert) = full_life();
+        let bundle = fed.bundle(cert);
+        for chain in ["acme-rm", "jxim", "nclab", "jxsamr"] {
+            let mut bad = bundle.clone();
+            bad.chains.retain(|c| c.chain.as_str() != chain);
+            assert_eq!(
+                bad.verify(fed.genesis.id()).unwrap_err(),
+                BundleError::MissingChain(org(chain))
+            );
+        }
+        // nclab's whole section and entries removed, the section claiming no checkpoint.
+        let mut bad = bundle.clone();
+        bad.entries
+            .retain(|e| Entry::decode(&e.entry.0).unwrap().chain().as_str() != "nclab");
+        let n = section_index(&bad, "nclab");
+        bad.chains[n].checkpoint = None;
+        let err = bad.clone().verify(fed.genesis.id()).unwrap_err();
+        assert!(matches!(err, BundleError::Chain { .. }), "{err}");
+        // Both absent is the builder's claim that it knew of no entry on the chain: it cannot be
+        // proven, so the verified bundle names the chain as unproven.
+        let n = section_index(&bad, "nclab");
+        bad.chains[n].certs = None;
+        let verified = bad.verify(fed.genesis.id()).unwrap();
+        assert_eq!(verified.unproven_chains, vec![org("jxsamr"), org("nclab")]);
+        // A chain listed twice, or one that is not a member's.
+        let mut bad = bundle.clone();
+        bad.chains.push(bad.chains[0].clone());
+        assert!(matches!(
+            bad.verify(fed.genesis.id()),
+            Err(BundleError::Chain { .. })
+        ));
+        // A map proof of another chain, or for another certificate.
+        let mut bad = bundle.clone();
+        let (a, b) = (
+            bad.chains
+                .iter()
+                .position(|c| c.chain.as_str() == "acme-rm")
+                .unwrap(),
+            bad.chains
+                .iter()
+                .position(|c| c.chain.as_str() == "nclab")
+                .unwrap(),
+        );
+        bad.chains[a].certs = bundle.chains[b].certs.clone();
+        let err = bad.verify(fed.genesis.id()).unwrap_err();
+        assert!(err.to_string().contains("chain acme-rm"), "{err}");
+        let mut bad = bundle.clone();
+        bad.chains[a].certs = Some(fed.certmap("acme-rm").prove(&crate::ids::EntryId([7; 32])));
+        let err = bad.verify(fed.genesis.id()).unwrap_err();
+        assert!(matches!(err, BundleError::Chain { .. }), "{err}");
+    }
+
+    #[test]
+    fn receipts_must_be_to_the_chain_sections_checkpoint() {
+        let (mut fed, cert) = full_life();
+        let bundle = fed.bundle(cert);
+        // A later checkpoint of nclab that counts one more entry (a second use): the old
+        // receipts no longer match the section, and the old section misses an entry.
+        fed.append(
+            "nclab",
+            Record::Used(Used {
+                cert,
+                serial: "S-0002".into(),
+                purpose: Purpose::Calibration,
+                quantity: None,
+                reference: Some("R-2".into()),
+            }),
+        );
+        let newer = fed.bundle(cert);
+        let mut bad = bundle.clone();
+        let n = bad
+            .chains
+            .iter()
+            .position(|c| c.chain.as_str() == "nclab")
+            .unwrap();
+        bad.chains[n] = newer.chains[n].clone();
+        let err = bad.verify(fed.genesis.id()).unwrap_err();
+        assert!(matches!(err, BundleError::Entry { .. }), "{err}");
+        // The old receipts with the newer section: the same.
+        let mut bad = newer.clone();
+        bad.entries.clone_from(&bundle.entries);
+        assert!(matches!(
+            bad.verify(fed.genesis.id()),
+            Err(BundleError::Entry { .. })
+        ));
+        // The newer bundle without the newest use: its section counts it.
+        let mut bad = newer.clone();
+        bad.entries.pop();
+        let err = bad.verify(fed.genesis.id()).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Incomplete { chain, .. } if chain.as_str() == "nclab"),
+            "{err}"
+        );
+        newer.verify(fed.genesis.id()).unwrap();
     }
 }

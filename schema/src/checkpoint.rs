@@ -1,7 +1,7 @@
 //! Signed tree heads (checkpoints) and receipts.
 //!
-//! A checkpoint is a COSE_Sign1 by the chain's owner over `{fed, head, root, size, time,
-//! chain}`, with `vds = 1` (RFC9162_SHA256) in its protected header. A receipt for one entry is
+//! A checkpoint is a COSE_Sign1 by the chain's owner over `{fed, head, root, size, time, certs,
+//! chain}` (`certs` is the root of the chain's certificate map, [`crate::certmap`]), with `vds = 1` (RFC9162_SHA256) in its protected header. A receipt for one entry is
 //! that same checkpoint with the entry's inclusion proof in the unprotected header, label 396
 //! (`vdp`) → -1 (inclusion proofs) → `[bstr .cbor [tree_size, leaf_index, [hash...]]]`, which
 //! is the shape of RFC 9942 COSE Receipts. Verification always binds the proof's root to the
@@ -32,6 +32,9 @@ pub struct CheckpointBody {
     pub size: u64,
     #[serde(rename = "time")]
     pub time_unix_ms: u64,
+    /// The root of the chain's certificate map over the same `size` entries
+    /// ([`crate::certmap`]).
+    pub certs: TreeHash,
     pub chain: OrgId,
 }
 
@@ -277,6 +280,7 @@ mod tests {
             root: TreeHash(tree.root()),
             size: 5,
             time_unix_ms: 1_700_000_000_123,
+            certs: crate::certmap::EMPTY,
             chain: OrgId::new("acme-rm").unwrap(),
         };
         let checkpoint = Checkpoint::sign(&key, body).unwrap();

@@ -13,7 +13,7 @@ use sha2::Digest as _;
 
 use crate::cbor::{self, CborError};
 use crate::cose::{self, CoseError, ProtectedHeader, Sign1};
-use crate::ids::{EntryId, FederationId, KeyId, OrgId, TreeHash};
+use crate::ids::{CertificateId, EntryId, FederationId, KeyId, OrgId, TreeHash};
 use crate::records::Record;
 
 /// The payload version this code writes and accepts.
@@ -81,6 +81,26 @@ impl PartialEq for Entry {
 impl Eq for Entry {}
 
 impl Entry {
+    /// The certificates this entry concerns: the one a `BatchRegistered` registers (named by
+    /// this entry's id) and the one it supersedes, or the one its record is about
+    /// ([`Record::certificate`]). The one definition behind the node's events index, proof
+    /// bundles and the certificate map.
+    pub fn certificates(&self) -> impl Iterator<Item = CertificateId> + '_ {
+        let (registered, superseded) = match self.record() {
+            Record::BatchRegistered(c) => (Some(self.id()), c.supersedes),
+            _ => (None, None),
+        };
+        registered
+            .into_iter()
+            .chain(superseded)
+            .chain(self.record().certificate().copied())
+    }
+
+    /// Whether this entry concerns `cert` (see [`Entry::certificates`]).
+    pub fn concerns(&self, cert: &CertificateId) -> bool {
+        self.certificates().any(|c| c == *cert)
+    }
+
     /// Decodes and checks an entry's structure (not its signature, which needs the key).
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
         Self::decode_and_verify(bytes, |_, _| None).map(|(entry, _)| entry)

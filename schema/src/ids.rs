@@ -18,8 +18,12 @@ pub mod ctx {
     pub const KEY: &str = "rmledger key v1";
     /// `FederationId = BLAKE3-derive_key(FEDERATION, genesis bytes)`.
     pub const FEDERATION: &str = "rmledger federation v1";
+    /// A certificate map leaf: `BLAKE3-derive_key(CERTMAP_LEAF, key ‖ count ‖ last)`.
+    pub const CERTMAP_LEAF: &str = "rmledger certmap leaf v1";
+    /// A certificate map interior node: `BLAKE3-derive_key(CERTMAP_NODE, left ‖ right)`.
+    pub const CERTMAP_NODE: &str = "rmledger certmap node v1";
     /// Every context, for the distinctness test.
-    pub const ALL: [&str; 3] = [ENTRY, KEY, FEDERATION];
+    pub const ALL: [&str; 5] = [ENTRY, KEY, FEDERATION, CERTMAP_LEAF, CERTMAP_NODE];
 }
 
 /// Why a textual id was refused.
@@ -123,7 +127,8 @@ id32!(
     "federation id"
 );
 id32!(
-    /// A SHA-256 Merkle tree hash (RFC 9162): a leaf hash or a root.
+    /// A Merkle tree hash: a SHA-256 leaf hash or root of a chain's tree (RFC 9162), or a
+    /// BLAKE3 hash in a chain's certificate map (`certmap`).
     TreeHash,
     "tree hash"
 );

@@ -6,6 +6,7 @@
 //!
 //! Map: [`cbor`] (canonical CBOR gate) → [`cose`] (COSE_Sign1 envelopes) → [`entry`] (signed
 //! records on a chain) → [`chain`] (links, gaps, forks) and [`merkle`] (RFC 9162 trees) →
+//! [`certmap`] (each chain's sparse Merkle map of the certificates its entries concern) →
 //! [`checkpoint`] (signed tree heads, receipts) → [`federation`] (genesis, membership,
 //! authorisation). The domain: [`records`] and its value types ([`decimal`], [`units`],
 //! [`serial`], [`date`], [`rmcode`]); the fold of a certificate's life and its rules
@@ -14,6 +15,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod cbor;
+pub mod certmap;
 pub mod chain;
 pub mod checkpoint;
 pub mod cose;

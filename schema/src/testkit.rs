@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 
-use crate::bundle::{Bundle, BundleEntry};
+use crate::bundle::{Bundle, BundleChain, BundleEntry};
+use crate::certmap::CertMap;
 use crate::checkpoint::{Checkpoint, CheckpointBody};
 use crate::date::{Date, Period};
 use crate::decimal::Decimal;
@@ -211,6 +212,15 @@ impl TestFederation {
         tree
     }
 
+    /// The chain's certificate map over the whole chain now.
+    pub fn certmap(&self, chain: &str) -> CertMap {
+        let mut map = CertMap::new();
+        for entry in self.chain(chain) {
+            map.record_entry(entry);
+        }
+        map
+    }
+
     /// The chain owner's checkpoint over the whole chain now.
     pub fn checkpoint(&self, chain: &str) -> Checkpoint {
         let entries = self.chain(chain);
@@ -220,6 +230,7 @@ impl TestFederation {
             root: TreeHash(self.tree(chain).root()),
             size: entries.len() as u64,
             time_unix_ms: self.clock_unix_ms,
+            certs: self.certmap(chain).root(),
             chain: org(chain),
         };
         Checkpoint::sign(&self.keys[&org(chain)], body).expect("test checkpoint")
@@ -237,8 +248,7 @@ impl TestFederation {
         let mut entries = Vec::new();
         for (chain, list) in &self.chains {
             for entry in list {
-                let about = entry.id() == cert || entry.record().certificate() == Some(&cert);
-                if about {
+                if entry.concerns(&cert) {
                     entries.push(BundleEntry {
                         entry: Blob(entry.bytes().to_vec()),
                         receipt: Blob(self.receipt(chain.as_str(), entry.seq())),
@@ -246,9 +256,23 @@ impl TestFederation {
                 }
             }
         }
+        let chains = self
+            .membership
+            .members()
+            .map(|member| {
+                let name = member.org.as_str();
+                let held = !self.chain(name).is_empty();
+                BundleChain {
+                    certs: held.then(|| self.certmap(name).prove(&cert)),
+                    chain: member.org.clone(),
+                    checkpoint: held.then(|| Blob(self.checkpoint(name).bytes().to_vec())),
+                }
+            })
+            .collect();
         Bundle {
             version: 1,
             cert,
+            chains,
             anchors: Vec::new(),
             entries,
             genesis: Blob(self.genesis.bytes().to_vec()),

@@ -107,6 +107,11 @@ fn render() -> String {
             root: TreeHash(tree.root()),
             size: 3,
             time_unix_ms: t0 + 240_000,
+            certs: {
+                let mut map = rmledger_schema::certmap::CertMap::new();
+                entries.iter().for_each(|e| map.record_entry(e));
+                map.root()
+            },
             chain: org("jxim"),
         },
     )

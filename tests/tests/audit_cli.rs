@@ -52,7 +52,6 @@ fn cli_bin() -> &'static Path {
     rmledger_tests::cli_binary()
 }
 
-
 struct Node {
     org: String,
     dir: PathBuf,

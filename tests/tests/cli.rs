@@ -828,6 +828,49 @@ fn verify_works_offline_and_catches_tampering() {
     write(&without);
     let run = offline.expect(1, &["verify", str_of(&bad)]);
     assert!(run.stdout.contains("registering"), "{}", run.stdout);
+    // Any other entry removed (here the latest, the reinstatement): the chain's certificate
+    // map counts it, so the bundle is incomplete and the reason says where.
+    for index in 0..bundle.entries.len() {
+        let removed = Entry::decode(&bundle.entries[index].entry.0).unwrap();
+        if removed.id().to_hex() == soil {
+            continue;
+        }
+        let mut incomplete = bundle.clone();
+        incomplete.entries.remove(index);
+        write(&incomplete);
+        let run = offline.expect(1, &["verify", str_of(&bad)]);
+        assert!(run.stdout.contains("NOT VALID"), "{run:?}");
+        assert!(
+            run.stdout.contains("incomplete") && run.stdout.contains("1 missing"),
+            "removing {}: {}",
+            removed.record().kind(),
+            run.stdout
+        );
+    }
+    // A chain's section removed.
+    let mut no_chain = bundle.clone();
+    no_chain.chains.retain(|c| c.chain.as_str() != "jxim");
+    write(&no_chain);
+    let run = offline.expect(1, &["verify", str_of(&bad)]);
+    assert!(run.stdout.contains("chain jxim: missing"), "{}", run.stdout);
+    // The latest entry removed and the chain's map proof doctored to count one fewer.
+    let mut doctored = bundle.clone();
+    let last = doctored.entries.pop().unwrap();
+    let chain = Entry::decode(&last.entry.0).unwrap().chain().clone();
+    let section = doctored
+        .chains
+        .iter_mut()
+        .find(|c| c.chain == chain)
+        .unwrap();
+    let leaf = section.certs.as_mut().unwrap().leaf.as_mut().unwrap();
+    leaf.count -= 1;
+    write(&doctored);
+    let run = offline.expect(1, &["verify", str_of(&bad)]);
+    assert!(
+        run.stdout.contains("certificate map proof"),
+        "{}",
+        run.stdout
+    );
     // A registrar entry removed.
     let mut short = bundle.clone();
     short.registrar.pop();
@@ -841,6 +884,8 @@ fn verify_works_offline_and_catches_tampering() {
     write(&swapped);
     let run = offline.expect(1, &["verify", str_of(&bad), "--json"]);
     assert_eq!(run.json()["error"], "integrity");
+    let run = offline.expect(1, &["verify", str_of(&bad)]);
+    assert!(run.stdout.contains("receipt proves leaf"), "{}", run.stdout);
     // Not a bundle at all.
     std::fs::write(&bad, b"hello").unwrap();
     offline.expect(1, &["verify", str_of(&bad)]);

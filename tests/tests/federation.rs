@@ -22,6 +22,7 @@ use ed25519_dalek::SigningKey;
 use rmledger_schema::checkpoint::{Checkpoint, CheckpointBody};
 use rmledger_schema::entry::{Entry, Payload, VERSION};
 use rmledger_schema::ids::{CertificateId, EntryId, FederationId, OrgId, PublicKey, TreeHash};
+use rmledger_schema::merkle::{MemoryTree, Sha256};
 use rmledger_schema::records::{
     Anchor, KeyAdded, KeyRevoked, Received, Record, Shipped, Uncertainty, ValueVerification,
 };
@@ -1201,16 +1202,22 @@ async fn hostile_peer_is_detected_and_named() {
     );
 
     phase("fork done");
-    // A validly signed checkpoint with a wrong root.
+    // A validly signed checkpoint with the true root and head but a certificate map root that
+    // is not the chain's (what a signer hiding an entry from bundles would sign).
     let (lab_size, lab_head, _) = tip(jxsamr, "nclab").await;
+    let mut lab_tree = MemoryTree::<Sha256>::new();
+    for entry in entries(jxsamr, "nclab").await {
+        lab_tree.push_leaf_hash(entry.leaf_hash().0);
+    }
     let bad_checkpoint = Checkpoint::sign(
         &nclab_key,
         CheckpointBody {
             federation: federation_id,
             head: lab_head,
-            root: TreeHash([0xee; 32]),
+            root: TreeHash(lab_tree.root()),
             size: lab_size,
             time_unix_ms: now_ms(),
+            certs: TreeHash([0xee; 32]),
             chain: OrgId::new("nclab").unwrap(),
         },
     )
