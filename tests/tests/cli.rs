@@ -10,7 +10,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use rmledger_client::time::rfc3339;
@@ -29,41 +28,12 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// `target/<profile>/NAME`, built once per test process (a no-op when up to date).
-fn binary(name: &str, package: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .ancestors()
-        .skip(1)
-        .find(|d| d.join("deps").is_dir() && d.file_name().is_some_and(|n| n != "deps"))
-        .expect("target/<profile>")
-        .to_path_buf();
-    let bin = profile_dir.join(name);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(workspace())
-        .args(["build", "-p", package, "--bin", name])
-        .stdin(Stdio::null());
-    if let Some(target) = profile_dir.parent() {
-        build.arg("--target-dir").arg(target);
-    }
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("running cargo");
-    assert!(status.success() || bin.is_file(), "building {name} failed");
-    bin
-}
-
 fn node_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| binary("rmledger-node", "rmledger-node"))
+    rmledger_tests::node_binary()
 }
 
 fn cli_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| binary("rmledger", "rmledger-client"))
+    rmledger_tests::cli_binary()
 }
 
 /// A registrar node `jxim` holding every role, in a temporary directory.
