@@ -37,7 +37,7 @@
 //! | `m chain 0` | size u64, head [`EntryId`] (the chain's meta) |
 //! | `p chain 0 seq` | segment u32, offset u64 (of the frame), length u32, then the entry's 32-byte RFC 9162 leaf hash (tree level 0) |
 //! | `i id` | `chain 0 seq` |
-//! | `n chain 0 level u8 index u64` | 32-byte complete-subtree hash (RFC 9162), levels ≥ 1 (level 0 is in `p`) |
+//! | `n chain 0 level u8 index u64` | 32-byte complete-subtree hash (RFC 9162), levels ≥ 4 ([`LOWEST_STORED_LEVEL`]; level 0 is in `p`, levels 1–3 are folded from it on read) |
 //! | `k chain 0` | frame position and length, size u64, time u64 of the newest checkpoint |
 //! | `c cert` | `chain 0 seq` of the `BatchRegistered` entry |
 //! | `r code 0 batch 0 cert` | empty: certificates by catalogue code and batch |
@@ -103,12 +103,17 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use rmledger_schema::checkpoint::{Checkpoint, MAX_CHECKPOINT_BYTES};
 use rmledger_schema::entry::{Entry, MAX_ENTRY_BYTES};
 use rmledger_schema::ids::{CertificateId, EntryId, OrgId, TreeHash};
-use rmledger_schema::merkle::{self, Frontier, Hash, NodeSource, ProofError, Sha256};
+use rmledger_schema::merkle::{self, Frontier, Hash, NodeSource, ProofError, Sha256, TreeHasher};
 use rmledger_schema::records::Record;
 use rmledger_schema::rmcode::RmCode;
 
 /// Version of the index layout; an index with another version is rebuilt.
-pub const INDEX_VERSION: u8 = 2;
+pub const INDEX_VERSION: u8 = 3;
+
+/// The lowest Merkle tree level with `n` keys. A node of a level in 1..this is recomputed from
+/// its at most `2^(this - 1)` leaf hashes when a proof or the frontier needs it: an `n` key per
+/// entry cost more index CPU on every append than the few extra reads cost a proof.
+const LOWEST_STORED_LEVEL: u32 = 4;
 /// Default segment rotation size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 /// Default sled page cache: 64 MiB (sled's own default is 1 GiB).
@@ -750,6 +755,41 @@ struct ChainNodes<'a> {
     chain: &'a OrgId,
 }
 
+impl ChainNodes<'_> {
+    /// A node below [`LOWEST_STORED_LEVEL`], folded from its `2^level` leaf hashes (one range
+    /// scan of the chain's `p` keys); `None` when a leaf is missing.
+    fn derived(&self, level: u32, index: u64) -> Result<Option<Hash>, StorageError> {
+        let width = 1u64 << level;
+        let Some(first) = index.checked_mul(width) else {
+            return Ok(None);
+        };
+        let Some(end) = first.checked_add(width) else {
+            return Ok(None);
+        };
+        let mut hashes = Vec::with_capacity(width as usize);
+        for item in self
+            .index
+            .range(pos_key(self.chain, first)..pos_key(self.chain, end))
+        {
+            let (_, v) = item?;
+            match v.get(16..48).and_then(|h| Hash::try_from(h).ok()) {
+                Some(h) => hashes.push(h),
+                None => return Ok(None),
+            }
+        }
+        if hashes.len() as u64 != width {
+            return Ok(None);
+        }
+        while hashes.len() > 1 {
+            hashes = hashes
+                .chunks_exact(2)
+                .map(|pair| Sha256::node(&pair[0], &pair[1]))
+                .collect();
+        }
+        Ok(hashes.pop())
+    }
+}
+
 impl NodeSource for ChainNodes<'_> {
     type Error = StorageError;
 
@@ -765,6 +805,8 @@ impl NodeSource for ChainNodes<'_> {
             self.index
                 .get(pos_key(self.chain, index))?
                 .and_then(|v| v.get(16..48).and_then(|h| Hash::try_from(h).ok()))
+        } else if level < LOWEST_STORED_LEVEL {
+            self.derived(level, index)?
         } else {
             self.index
                 .get(node_key(self.chain, level, index))?
@@ -854,7 +896,9 @@ impl<'a> Indexer<'a> {
         let id = entry.id();
         let at = chain_seq(chain, seq);
         // The leaf hash (level 0 of the tree) rides in the position's value: one key less
-        // per entry. Only complete subtrees above the leaves get `n` keys.
+        // per entry. Only complete subtrees of level >= LOWEST_STORED_LEVEL get `n` keys (one
+        // per 2^LOWEST_STORED_LEVEL entries instead of ~1 per entry); lower ones are folded
+        // from the leaves when a proof needs them.
         let mut value = [0u8; 16 + 32];
         value[..16].copy_from_slice(&pos.encode());
         if let Some((0, _, leaf)) = created.first() {
@@ -863,7 +907,7 @@ impl<'a> Indexer<'a> {
         self.batch.insert(pos_key(chain, seq), &value[..]);
         self.batch.insert(id_key(P_ID, &id), at.clone());
         for (level, index, hash) in created {
-            if level > 0 {
+            if level >= LOWEST_STORED_LEVEL {
                 self.batch.insert(node_key(chain, level, index), &hash[..]);
             }
         }
