@@ -13,7 +13,11 @@
 //!
 //! What a bundle cannot prove: it is a snapshot as of its checkpoints. An entry written after
 //! them is not in it; freshness needs a newer bundle or an online check. A member chain the
-//! builder held no checkpoint of is listed as unproven (it was empty as far as the builder knew).
+//! builder held no checkpoint of is listed as unproven (it was empty as far as the builder knew)
+//! — unless an anchor in the bundle (on the registrar's complete chain, or a bundle anchor) names
+//! it at a size above 0: then the bundle is refused, as is a chain checkpoint older than the
+//! largest size an anchor names for it. Entries written after a chain's last anchor in the
+//! bundle stay unprovable.
 
 use std::collections::BTreeMap;
 
