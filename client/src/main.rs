@@ -1541,7 +1541,8 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> Outcome {
                     "certificate": v.certificate, "federation_id": v.federation_id,
                     "federation_name": v.federation_name, "expiry_unix_ms": v.expiry_unix_ms,
                     "entries": v.entries, "registrar_entries": v.registrar_entries,
-                    "checkpoints": v.checkpoints, "anchors": v.anchors, "state": v.state,
+                    "checkpoints": v.checkpoints, "unproven_chains": v.unproven_chains,
+                    "anchors": v.anchors, "state": v.state,
                 }),
                 || {
                     let mut out = String::new();
@@ -1587,7 +1588,7 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> Outcome {
                     );
                     for chain in &v.unproven_chains {
                         out.push_str(&format!(
-                            "  chain {chain}: no checkpoint in the bundle (its builder knew of no entry on it); not proven to hold nothing about the certificate\n"
+                            "  chain {chain}: no checkpoint in the bundle and no anchor in it names the chain (its builder knew of no entry on it); not proven to hold nothing about the certificate\n"
                         ));
                     }
                     if v.anchors.is_empty() {

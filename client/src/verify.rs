@@ -54,8 +54,8 @@ pub struct Verified {
     pub entries: usize,
     pub registrar_entries: usize,
     pub checkpoints: Vec<CheckpointSummary>,
-    /// Member chains the bundle has no checkpoint of: that they hold nothing about the
-    /// certificate rests on the bundle builder's word.
+    /// Member chains the bundle has no checkpoint of and that no anchor in it names: that they
+    /// hold nothing about the certificate rests on the bundle builder's word.
     pub unproven_chains: Vec<OrgId>,
     pub anchors: Vec<AnchorSummary>,
     pub state: CertificateView,

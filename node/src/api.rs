@@ -15,11 +15,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rmledger_schema::bundle::{Bundle, BundleChain, BundleEntry};
+use rmledger_schema::bundle::{Bundle, BundleAnchor, BundleChain, BundleEntry};
 use rmledger_schema::cbor::{Writer as CborWriter, major};
+use rmledger_schema::checkpoint::Checkpoint;
 use rmledger_schema::entry::Entry;
 use rmledger_schema::federation::Membership;
-use rmledger_schema::ids::{CertificateId, OrgId};
+use rmledger_schema::ids::{CertificateId, OrgId, TreeHash};
 use rmledger_schema::records::{Blob, Record};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -732,11 +733,19 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
     // The members as the bundle's registrar entries list them: the verifier wants a section
     // for each of their chains, and no other.
     let mut membership = Membership::new(ledger.genesis());
+    // The largest size the registrar's anchors name per chain: the verifier refuses a section
+    // older than that.
+    let mut registrar_anchored: std::collections::HashMap<OrgId, u64> =
+        std::collections::HashMap::new();
     for bytes in &registrar_entries {
         let entry = Entry::decode(bytes).map_err(|e| ApiError::internal(e.to_string()))?;
         membership
             .apply(&entry)
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        if let Record::Anchor(anchor) = entry.record() {
+            let largest = registrar_anchored.entry(anchor.chain.clone()).or_default();
+            *largest = (*largest).max(anchor.size);
+        }
     }
     // Each chain as of its latest checkpoint: the checkpoint, and what its certificate map
     // holds for the certificate at that size.
@@ -750,6 +759,18 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
         } else {
             store.latest_checkpoint(&org)?
         };
+        let held = checkpoint.as_ref().map_or(0, |c| c.body().size);
+        if let Some(&anchored) = registrar_anchored.get(&org)
+            && anchored > held
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "the registrar has anchored chain {org} at size {anchored}, but this node holds a checkpoint of it only up to size {held}; try again once it has caught up"
+                ),
+            ));
+        }
         let certs = match &checkpoint {
             Some(c) => Some(
                 ledger
@@ -786,16 +807,83 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
             receipt: Blob(checkpoint.receipt(seq, &path)),
         });
     }
+    let anchors = bundle_anchors(store, &membership, &checkpoints)?;
     Ok(Bundle {
         version: 1,
         cert: *id,
         chains,
-        anchors: Vec::new(),
+        anchors,
         entries,
         genesis: Blob(ledger.genesis().bytes().to_vec()),
         registrar: registrar_entries.into_iter().map(Blob).collect(),
         registrar_checkpoint: Blob(registrar_checkpoint.bytes().to_vec()),
     })
+}
+
+/// Anchor candidates looked at per chain before giving up on one (an anchor whose entry lies
+/// past its witness's checkpoint cannot be proven by the bundle).
+const ANCHOR_CANDIDATES: usize = 8;
+
+/// For each chain section with a checkpoint, the newest anchor this node holds (from any
+/// witness's chain) naming that chain at a size up to the checkpoint's, with a receipt to the
+/// witness's checkpoint in the bundle and the consistency proof from the anchored size to the
+/// section's. A chain no such anchor names gets none. Bounded work: one index range read and at
+/// most [`ANCHOR_CANDIDATES`] entries per chain.
+fn bundle_anchors(
+    store: &crate::storage::Store,
+    membership: &Membership,
+    checkpoints: &std::collections::HashMap<OrgId, Option<Checkpoint>>,
+) -> Result<Vec<BundleAnchor>, ApiError> {
+    let mut chains: Vec<(&OrgId, &Checkpoint)> = checkpoints
+        .iter()
+        .filter_map(|(chain, c)| Some((chain, c.as_ref()?)))
+        .collect();
+    chains.sort_by(|a, b| a.0.cmp(b.0));
+    let mut anchors = Vec::new();
+    for (chain, checkpoint) in chains {
+        let size = checkpoint.body().size;
+        for anchor in store.anchors_upto(chain, size, ANCHOR_CANDIDATES)? {
+            if anchor.size == 0 {
+                break;
+            }
+            // The anchor's entry must lie within its witness's checkpoint in the bundle.
+            let Some(Some(witness)) = checkpoints.get(&anchor.witness) else {
+                continue;
+            };
+            let witness_size = witness.body().size;
+            if anchor.seq >= witness_size {
+                continue;
+            }
+            let Some(bytes) = store.entry(&anchor.witness, anchor.seq)? else {
+                continue;
+            };
+            // Signed by a key the bundle's membership knows (a key enrolled after the
+            // registrar's checkpoint would not verify), and agreeing with our copy (an anchor
+            // that contradicts it is fork evidence, reported elsewhere, not a proof).
+            let verifies =
+                Entry::decode(&bytes).is_ok_and(|entry| membership.verify_entry(&entry).is_ok());
+            if !verifies || store.root(chain, anchor.size).ok() != Some(anchor.root) {
+                continue;
+            }
+            let consistency = if anchor.size == size {
+                Vec::new()
+            } else {
+                store
+                    .consistency_proof(chain, anchor.size, size)?
+                    .into_iter()
+                    .map(TreeHash)
+                    .collect()
+            };
+            let path = store.inclusion_proof(&anchor.witness, anchor.seq, witness_size)?;
+            anchors.push(BundleAnchor {
+                entry: Blob(bytes),
+                receipt: Blob(witness.receipt(anchor.seq, &path)),
+                consistency,
+            });
+            break;
+        }
+    }
+    Ok(anchors)
 }
 
 async fn notify(State(state): State<AppState>) -> StatusCode {

@@ -43,6 +43,7 @@
 //! | `r code 0 batch 0 cert` | empty: certificates by catalogue code and batch |
 //! | `e cert chain 0 seq` | empty: every entry about a certificate, its registration included |
 //! | `a chain 0 size u64 witness 0 seq` | 32-byte root: an `Anchor` of (chain, size) at (witness, seq) waiting to be checked |
+//! | `w chain 0 size u64 witness 0 seq` | 32-byte root: every `Anchor` of (chain, size) at (witness, seq), for bundles ([`Store::anchors_upto`]) |
 //!
 //! An `Anchor` entry naming more of a chain than the log holds at that point gets an `a` key
 //! when it is indexed (a replay or a rebuild makes the same decision, so the keys come back);
@@ -108,12 +109,13 @@ use rmledger_schema::records::Record;
 use rmledger_schema::rmcode::RmCode;
 
 /// Version of the index layout; an index with another version is rebuilt.
-pub const INDEX_VERSION: u8 = 3;
+pub const INDEX_VERSION: u8 = 4;
 
 /// The lowest Merkle tree level with `n` keys. A node of a level in 1..this is recomputed from
 /// its at most `2^(this - 1)` leaf hashes when a proof or the frontier needs it: an `n` key per
 /// entry cost more index CPU on every append than the few extra reads cost a proof.
 const LOWEST_STORED_LEVEL: u32 = 4;
+
 /// Default segment rotation size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 /// Default sled page cache: 64 MiB (sled's own default is 1 GiB).
@@ -143,6 +145,7 @@ const P_CERT: u8 = b'c';
 const P_CODE: u8 = b'r';
 const P_EVENT: u8 = b'e';
 const P_ANCHOR: u8 = b'a';
+const P_WITNESSED: u8 = b'w';
 
 /// Everything that can go wrong in storage. Bad data on disk is an error, never a panic.
 #[derive(Debug, thiserror::Error)]
@@ -422,12 +425,35 @@ fn decode_chain_seq(v: &[u8]) -> Result<(OrgId, u64), StorageError> {
     Ok((chain, seq))
 }
 
-/// `a chain 0 size witness 0 seq`.
+/// `a chain 0 size witness 0 seq` (or with another prefix).
 fn anchor_key(chain: &OrgId, size: u64, witness: &OrgId, seq: u64) -> Vec<u8> {
-    let mut k = chain_key(P_ANCHOR, chain);
+    prefixed_anchor_key(P_ANCHOR, chain, size, witness, seq)
+}
+
+fn prefixed_anchor_key(prefix: u8, chain: &OrgId, size: u64, witness: &OrgId, seq: u64) -> Vec<u8> {
+    let mut k = chain_key(prefix, chain);
     k.extend_from_slice(&size.to_be_bytes());
     k.extend_from_slice(&chain_seq(witness, seq));
     k
+}
+
+/// An anchor index key after its `prefix chain 0` (`size witness 0 seq`) and its root value.
+fn decode_anchor(chain: &OrgId, rest: &[u8], value: &[u8]) -> Result<AnchorRef, StorageError> {
+    let bad = || StorageError::Inconsistent(format!("index holds a bad anchor key: {rest:02x?}"));
+    let size = rest
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(bad)?;
+    let (witness, seq) = decode_chain_seq(&rest[8..])?;
+    let root = <[u8; 32]>::try_from(value).map_err(|_| bad())?;
+    Ok(AnchorRef {
+        chain: chain.clone(),
+        size,
+        root: TreeHash(root),
+        witness,
+        seq,
+    })
 }
 
 fn code_prefix(code: &str) -> Vec<u8> {
@@ -922,11 +948,16 @@ impl<'a> Indexer<'a> {
         // An anchor naming more of a chain than is held at this point of the log waits in the
         // index for that chain to catch up. The decision depends only on the log before it, so
         // a replay or rebuild makes the same one.
-        if let Record::Anchor(anchor) = entry.record()
-            && anchor.size > self.chains.get(&anchor.chain).map_or(0, ChainMeta::size)
-        {
+        if let Record::Anchor(anchor) = entry.record() {
+            if anchor.size > self.chains.get(&anchor.chain).map_or(0, ChainMeta::size) {
+                self.batch.insert(
+                    anchor_key(&anchor.chain, anchor.size, chain, seq),
+                    &anchor.root.0[..],
+                );
+            }
+            // Every anchor, for the bundles that carry the newest one of each chain.
             self.batch.insert(
-                anchor_key(&anchor.chain, anchor.size, chain, seq),
+                prefixed_anchor_key(P_WITNESSED, &anchor.chain, anchor.size, chain, seq),
                 &anchor.root.0[..],
             );
         }
@@ -1614,28 +1645,39 @@ impl Store {
         } else {
             self.index.range(prefix.clone()..end)
         };
-        let mut found = Vec::new();
-        for item in range.take(limit) {
-            let (key, value) = item?;
-            let bad =
-                || StorageError::Inconsistent(format!("index holds a bad anchor key: {key:02x?}"));
-            let rest = key.get(prefix.len()..).ok_or_else(bad)?;
-            let size = rest
-                .get(..8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(bad)?;
-            let (witness, seq) = decode_chain_seq(&rest[8..])?;
-            let root = <[u8; 32]>::try_from(value.as_ref()).map_err(|_| bad())?;
-            found.push(AnchorRef {
-                chain: chain.clone(),
-                size,
-                root: TreeHash(root),
-                witness,
-                seq,
-            });
-        }
-        Ok(found)
+        range
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                decode_anchor(chain, key.get(prefix.len()..).unwrap_or_default(), &value)
+            })
+            .collect()
+    }
+
+    /// Up to `limit` anchors (from any witness's chain) naming `chain` at a size of at most
+    /// `upto`, largest size first. One index range read: bounded work whatever the log holds.
+    pub fn anchors_upto(
+        &self,
+        chain: &OrgId,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<AnchorRef>, StorageError> {
+        let prefix = chain_key(P_WITNESSED, chain);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&upto.saturating_add(1).to_be_bytes());
+        let range = if upto == u64::MAX {
+            self.index.scan_prefix(&prefix)
+        } else {
+            self.index.range(prefix.clone()..end)
+        };
+        range
+            .rev()
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item?;
+                decode_anchor(chain, key.get(prefix.len()..).unwrap_or_default(), &value)
+            })
+            .collect()
     }
 
     /// Marks an anchor checked: it is no longer returned by [`Store::unchecked_anchors`].

@@ -936,3 +936,73 @@ fn read_log_reads_a_live_data_directory_read_only() {
     .unwrap_err();
     assert!(err.to_string().contains("data directory"), "{err}");
 }
+
+#[test]
+fn every_anchor_is_indexed_newest_first_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, producer, lab) = populated(tmp.path(), small());
+    // The lab anchors the producer's chain too: anchors are found whoever wrote them.
+    let witnessed = producer.size;
+    let root = TreeHash(producer.tree.root());
+    let by_lab = {
+        let mut lab = lab;
+        let entry = lab.next(Record::Anchor(Anchor {
+            root,
+            size: witnessed,
+            chain: producer.chain.clone(),
+        }));
+        store.append(&batch(vec![entry.clone()])).unwrap();
+        entry
+    };
+    let written: Vec<(u64, u64)> = producer
+        .bytes
+        .iter()
+        .map(|b| Entry::decode(b).unwrap())
+        .filter_map(|e| match e.record() {
+            Record::Anchor(a) => Some((a.size, e.seq())),
+            _ => None,
+        })
+        .collect();
+    let all = store
+        .anchors_upto(&producer.chain, u64::MAX, usize::MAX)
+        .unwrap();
+    assert_eq!(all.len(), written.len() + 1);
+    assert!(all.windows(2).all(|w| w[0].size >= w[1].size), "{all:?}");
+    assert_eq!(
+        (
+            all[0].witness.as_str(),
+            all[0].seq,
+            all[0].size,
+            all[0].root
+        ),
+        ("lab-01", by_lab.seq(), witnessed, root)
+    );
+    // Bounded by size and by count, largest size first.
+    // (The producer anchored itself at sizes 0, 1, 2, then 5, 6, 7, …)
+    let upto = store.anchors_upto(&producer.chain, 6, 2).unwrap();
+    assert_eq!(
+        upto.iter().map(|a| a.size).collect::<Vec<_>>(),
+        vec![6, 5],
+        "{upto:?}"
+    );
+    assert!(upto.iter().all(|a| a.witness == producer.chain));
+    for anchor in &upto {
+        assert!(written.contains(&(anchor.size, anchor.seq)), "{anchor:?}");
+    }
+    assert!(
+        store
+            .anchors_upto(&OrgId::new("ghost").unwrap(), u64::MAX, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // A rebuilt index holds the same anchors.
+    drop(store);
+    fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    assert_eq!(
+        store
+            .anchors_upto(&producer.chain, u64::MAX, usize::MAX)
+            .unwrap(),
+        all
+    );
+}

@@ -13,7 +13,11 @@
 //!
 //! What a bundle cannot prove: it is a snapshot as of its checkpoints. An entry written after
 //! them is not in it; freshness needs a newer bundle or an online check. A member chain the
-//! builder held no checkpoint of is listed as unproven (it was empty as far as the builder knew).
+//! builder held no checkpoint of is listed as unproven (it was empty as far as the builder knew)
+//! — unless an anchor in the bundle (on the registrar's complete chain, or a bundle anchor) names
+//! it at a size above 0: then the bundle is refused, as is a chain checkpoint older than the
+//! largest size an anchor names for it. Entries written after a chain's last anchor in the
+//! bundle stay unprovable.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +28,7 @@ use crate::certmap::{self, CertMapProof};
 use crate::checkpoint::{Checkpoint, CheckpointError, Receipt};
 use crate::entry::{Entry, EntryError};
 use crate::federation::{FederationError, Genesis, Membership};
-use crate::ids::{CertificateId, FederationId, OrgId, TreeHash};
+use crate::ids::{CertificateId, EntryId, FederationId, OrgId, TreeHash};
 use crate::merkle::{self, Sha256};
 use crate::records::{Blob, Record};
 
@@ -112,6 +116,27 @@ pub enum BundleError {
     Chain { chain: OrgId, detail: String },
     #[error("chain {chain}: incomplete: {detail}")]
     Incomplete { chain: OrgId, detail: String },
+    #[error(
+        "chain {chain}: declared without a checkpoint, but anchor entry {witness}/{seq} ({anchor}) shows it holds {size} entries"
+    )]
+    AnchoredButUnproven {
+        chain: OrgId,
+        witness: OrgId,
+        seq: u64,
+        anchor: EntryId,
+        size: u64,
+    },
+    #[error(
+        "chain {chain}: its checkpoint in the bundle has size {checkpoint_size}, older than size {anchored_size} named by anchor entry {witness}/{seq} ({anchor})"
+    )]
+    StaleChain {
+        chain: OrgId,
+        checkpoint_size: u64,
+        anchored_size: u64,
+        witness: OrgId,
+        seq: u64,
+        anchor: EntryId,
+    },
 }
 
 /// What a verified bundle establishes.
@@ -121,8 +146,8 @@ pub struct VerifiedBundle {
     pub membership: Membership,
     /// The certificate's entries, verified, in (time, chain, seq) order.
     pub entries: Vec<Entry>,
-    /// Member chains the bundle has no checkpoint of: that they hold nothing about the
-    /// certificate rests on the builder's word.
+    /// Member chains the bundle has no checkpoint of and no anchor in it names at a size above
+    /// 0: that they hold nothing about the certificate rests on the builder's word.
     pub unproven_chains: Vec<OrgId>,
     /// The checkpoint of each member chain the bundle covers (the snapshot it is as of).
     pub checkpoints: BTreeMap<OrgId, Checkpoint>,
@@ -153,8 +178,10 @@ impl Bundle {
                 found: genesis.id(),
             });
         }
-        let membership = self.verify_registrar(&genesis)?;
+        let (membership, registrar_anchors) = self.verify_registrar(&genesis)?;
         let sections = self.verify_chains(&membership)?;
+        // The registrar's chain is complete from seq 0: every anchor on it is in the bundle.
+        check_anchored(&sections, &registrar_anchors)?;
         let mut checkpoints: BTreeMap<OrgId, Checkpoint> = sections
             .iter()
             .filter_map(|(chain, s)| Some((chain.clone(), s.as_ref()?.0.clone())))
@@ -232,6 +259,15 @@ impl Bundle {
                 return Err(fail("is not an Anchor record".into()));
             };
             let Some(checkpoint) = checkpoints.get(&record.chain) else {
+                if record.size > 0 && sections.contains_key(&record.chain) {
+                    return Err(BundleError::AnchoredButUnproven {
+                        chain: record.chain.clone(),
+                        witness: entry.chain().clone(),
+                        seq: entry.seq(),
+                        anchor: entry.id(),
+                        size: record.size,
+                    });
+                }
                 return Err(fail(format!(
                     "anchors {}, which has no checkpoint in the bundle",
                     record.chain
@@ -385,9 +421,14 @@ impl Bundle {
     }
 
     /// Folds the registrar's chain from seq 0, checking each entry before applying it, and binds
-    /// the whole chain to the registrar's signed checkpoint by recomputing its root.
-    fn verify_registrar(&self, genesis: &Genesis) -> Result<Membership, BundleError> {
+    /// the whole chain to the registrar's signed checkpoint by recomputing its root. Returns the
+    /// membership and the anchors the chain holds.
+    fn verify_registrar(
+        &self,
+        genesis: &Genesis,
+    ) -> Result<(Membership, Vec<AnchorSeen>), BundleError> {
         let mut membership = Membership::new(genesis);
+        let mut anchors = Vec::new();
         let mut tip = crate::chain::ChainTip::new(genesis.id(), genesis.registrar().clone());
         let mut tree = merkle::MemoryTree::<Sha256>::new();
         for (index, bytes) in self.registrar.iter().enumerate() {
@@ -401,6 +442,16 @@ impl Bundle {
             membership.apply(&entry).map_err(|e| fail(e.to_string()))?;
             tip.advance(&entry);
             tree.push_leaf_hash(entry.leaf_hash().0);
+            if let Record::Anchor(anchor) = entry.record() {
+                anchors.push(AnchorSeen {
+                    chain: anchor.chain.clone(),
+                    size: anchor.size,
+                    root: anchor.root,
+                    witness: entry.chain().clone(),
+                    seq: entry.seq(),
+                    id: entry.id(),
+                });
+            }
         }
         let index = self.registrar.len();
         let fail = |detail: String| BundleError::Registrar { index, detail };
@@ -420,12 +471,73 @@ impl Bundle {
             )));
         }
         verify_checkpoint_signer(&membership, &checkpoint).map_err(fail)?;
-        Ok(membership)
+        Ok((membership, anchors))
     }
 }
 
 /// Per member chain: its checkpoint and what its certificate map holds for the certificate.
 type ChainSections = BTreeMap<OrgId, Option<(Checkpoint, Option<certmap::Tally>)>>;
+
+/// An anchor entry the bundle proves was written: `witness`'s entry `seq` (`id`) states that
+/// `chain` had `size` entries with root `root`.
+#[derive(Debug, Clone)]
+struct AnchorSeen {
+    chain: OrgId,
+    size: u64,
+    root: TreeHash,
+    witness: OrgId,
+    seq: u64,
+    id: EntryId,
+}
+
+/// A chain some anchor names at a size above 0 has entries: the bundle must carry its
+/// checkpoint (a chain declared without one would hide them), and that checkpoint must be at
+/// least as large as the largest anchored size (an older one could omit the newer entries).
+/// At the anchored size itself the roots must agree.
+fn check_anchored(sections: &ChainSections, anchors: &[AnchorSeen]) -> Result<(), BundleError> {
+    for (chain, section) in sections {
+        let Some(largest) = anchors
+            .iter()
+            .filter(|a| &a.chain == chain && a.size > 0)
+            .max_by_key(|a| a.size)
+        else {
+            continue;
+        };
+        let Some((checkpoint, _)) = section else {
+            return Err(BundleError::AnchoredButUnproven {
+                chain: chain.clone(),
+                witness: largest.witness.clone(),
+                seq: largest.seq,
+                anchor: largest.id,
+                size: largest.size,
+            });
+        };
+        let body = checkpoint.body();
+        if body.size < largest.size {
+            return Err(BundleError::StaleChain {
+                chain: chain.clone(),
+                checkpoint_size: body.size,
+                anchored_size: largest.size,
+                witness: largest.witness.clone(),
+                seq: largest.seq,
+                anchor: largest.id,
+            });
+        }
+        if let Some(other) = anchors
+            .iter()
+            .find(|a| &a.chain == chain && a.size == body.size && a.root != body.root)
+        {
+            return Err(BundleError::Chain {
+                chain: chain.clone(),
+                detail: format!(
+                    "its checkpoint (size {}, root {}) contradicts anchor entry {}/{} ({}), root {} at the same size",
+                    body.size, body.root, other.witness, other.seq, other.id, other.root
+                ),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// Decodes an entry, checks its signer and signature, and its receipt against its chain's
 /// signed checkpoint; remembers the newest checkpoint per chain.
@@ -870,5 +982,202 @@ mod tests {
             "{err}"
         );
         newer.verify(fed.genesis.id()).unwrap();
+    }
+    /// `witness` anchors `chain` as it stands now.
+    fn anchor(fed: &mut TestFederation, witness: &str, chain: &str) -> Entry {
+        let record = Record::Anchor(crate::records::Anchor {
+            root: TreeHash(fed.tree(chain).root()),
+            size: fed.chain(chain).len() as u64,
+            chain: org(chain),
+        });
+        fed.append(witness, record)
+    }
+
+    /// `bundle` with `chain`'s section and entries replaced by those of `older`.
+    fn with_section_of(bundle: &Bundle, older: &Bundle, chain: &str) -> Bundle {
+        let on = |e: &BundleEntry| Entry::decode(&e.entry.0).unwrap().chain().as_str() == chain;
+        let mut mixed = bundle.clone();
+        let n = section_index(&mixed, chain);
+        mixed.chains[n] = older.chains[n].clone();
+        mixed.entries.retain(|e| !on(e));
+        mixed
+            .entries
+            .extend(older.entries.iter().filter(|e| on(e)).cloned());
+        mixed
+    }
+
+    #[test]
+    fn a_chain_an_anchor_names_cannot_be_declared_empty() {
+        let (mut fed, cert) = full_life();
+        let witnessed = anchor(&mut fed, "jxim", "nclab");
+        let bundle = fed.bundle(cert);
+        let verified = bundle.verify(fed.genesis.id()).unwrap();
+        assert_eq!(verified.unproven_chains, vec![org("jxsamr")]);
+        // nclab's entries dropped and its section declared without a checkpoint: the registrar's
+        // anchor of nclab (size 4) proves the chain has entries.
+        let mut bad = bundle.clone();
+        bad.entries
+            .retain(|e| Entry::decode(&e.entry.0).unwrap().chain().as_str() != "nclab");
+        let n = section_index(&bad, "nclab");
+        bad.chains[n].checkpoint = None;
+        bad.chains[n].certs = None;
+        let err = bad.verify(fed.genesis.id()).unwrap_err();
+        assert_eq!(
+            err,
+            BundleError::AnchoredButUnproven {
+                chain: org("nclab"),
+                witness: org("jxim"),
+                seq: witnessed.seq(),
+                anchor: witnessed.id(),
+                size: 4,
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("chain nclab") && text.contains(&witnessed.id().to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_section_older_than_an_anchor_is_refused() {
+        let (mut fed, cert) = full_life();
+        let before = fed.bundle(cert);
+        fed.append(
+            "nclab",
+            Record::Used(Used {
+                cert,
+                serial: "S-0002".into(),
+                purpose: Purpose::Calibration,
+                quantity: None,
+                reference: Some("R-2".into()),
+            }),
+        );
+        // Without an anchor, nclab's older section (one use fewer) is a consistent snapshot:
+        // nothing in the bundle shows the chain has grown.
+        let stale = with_section_of(&fed.bundle(cert), &before, "nclab");
+        stale.verify(fed.genesis.id()).unwrap();
+        // Once the registrar has anchored nclab at size 5, the size-4 section is refused.
+        let witnessed = anchor(&mut fed, "jxim", "nclab");
+        let newer = fed.bundle(cert);
+        newer.verify(fed.genesis.id()).unwrap();
+        let stale = with_section_of(&newer, &before, "nclab");
+        let err = stale.verify(fed.genesis.id()).unwrap_err();
+        assert_eq!(
+            err,
+            BundleError::StaleChain {
+                chain: org("nclab"),
+                checkpoint_size: 4,
+                anchored_size: 5,
+                witness: org("jxim"),
+                seq: witnessed.seq(),
+                anchor: witnessed.id(),
+            }
+        );
+        let text = err.to_string();
+        assert!(text.contains("size 4") && text.contains("size 5"), "{text}");
+    }
+
+    #[test]
+    fn an_anchor_contradicting_a_section_of_its_size_is_refused() {
+        let (mut fed, cert) = full_life();
+        let record = Record::Anchor(crate::records::Anchor {
+            root: TreeHash([9; 32]),
+            size: fed.chain("nclab").len() as u64,
+            chain: org("nclab"),
+        });
+        fed.append("jxim", record);
+        let err = fed.bundle(cert).verify(fed.genesis.id()).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Chain { chain, detail } if chain.as_str() == "nclab" && detail.contains("contradicts")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_member_that_never_wrote_stays_unproven() {
+        let (mut fed, cert) = full_life();
+        for chain in ["acme-rm", "nclab"] {
+            anchor(&mut fed, "jxim", chain);
+        }
+        // An anchor at size 0 says nothing about entries.
+        fed.append(
+            "jxim",
+            Record::Anchor(crate::records::Anchor {
+                root: TreeHash(fed.tree("jxsamr").root()),
+                size: 0,
+                chain: org("jxsamr"),
+            }),
+        );
+        let verified = fed.bundle(cert).verify(fed.genesis.id()).unwrap();
+        assert_eq!(verified.unproven_chains, vec![org("jxsamr")]);
+    }
+
+    /// A bundle for `cert` with acme-rm's anchor of nclab at size 4 (nclab then at size 5).
+    fn bundle_with_anchor() -> (TestFederation, Bundle) {
+        let (mut fed, cert) = full_life();
+        let witnessed = anchor(&mut fed, "acme-rm", "nclab");
+        fed.append(
+            "nclab",
+            Record::Opened(Opened {
+                cert,
+                serial: "S-0002".into(),
+            }),
+        );
+        let mut bundle = fed.bundle(cert);
+        let proof = fed.tree("nclab").consistency_proof(4, 5).unwrap();
+        bundle.anchors.push(BundleAnchor {
+            entry: Blob(witnessed.bytes().to_vec()),
+            receipt: Blob(fed.receipt("acme-rm", witnessed.seq())),
+            consistency: proof.into_iter().map(TreeHash).collect(),
+        });
+        (fed, bundle)
+    }
+
+    #[test]
+    fn bundle_anchors_verify_and_tampering_is_caught() {
+        let (fed, bundle) = bundle_with_anchor();
+        let verified = bundle.verify(fed.genesis.id()).unwrap();
+        assert_eq!(verified.anchors, vec![(org("acme-rm"), org("nclab"), 4)]);
+        // A consistency proof with one hash changed, or cut short.
+        let mut bad = bundle.clone();
+        bad.anchors[0].consistency[0].0[0] ^= 1;
+        let err = bad.verify(fed.genesis.id()).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::Anchor { index: 0, detail } if detail.contains("contradicts nclab")),
+            "{err}"
+        );
+        let mut bad = bundle.clone();
+        bad.anchors[0].consistency.pop();
+        assert!(matches!(
+            bad.verify(fed.genesis.id()),
+            Err(BundleError::Anchor { index: 0, .. })
+        ));
+        // An anchor entry with a byte flipped (its signature fails), or with another receipt.
+        let mut bad = bundle.clone();
+        let last = bad.anchors[0].entry.0.len() - 1;
+        bad.anchors[0].entry.0[last] ^= 1;
+        assert!(matches!(
+            bad.verify(fed.genesis.id()),
+            Err(BundleError::Anchor { index: 0, .. })
+        ));
+        let mut bad = bundle.clone();
+        bad.anchors[0].receipt = Blob(fed.receipt("acme-rm", 0));
+        assert!(matches!(
+            bad.verify(fed.genesis.id()),
+            Err(BundleError::Anchor { index: 0, .. })
+        ));
+        // A bundle anchor naming a chain declared without a checkpoint.
+        let mut bad = bundle.clone();
+        bad.entries
+            .retain(|e| Entry::decode(&e.entry.0).unwrap().chain().as_str() != "nclab");
+        let n = section_index(&bad, "nclab");
+        bad.chains[n].checkpoint = None;
+        bad.chains[n].certs = None;
+        let err = bad.verify(fed.genesis.id()).unwrap_err();
+        assert!(
+            matches!(&err, BundleError::AnchoredButUnproven { chain, witness, size: 4, .. } if chain.as_str() == "nclab" && witness.as_str() == "acme-rm"),
+            "{err}"
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! to the lab `nclab`; once replicated, the lab records receipt, opening and use at its own
 //! node; the institute `jxim` suspends the certificate; a further use at the lab is refused
 //! (409, naming the rule) and writes nothing; `rmledger verify --at` a moment before the
-//! suspension says valid and after it says suspended — still so with every node stopped.
+//! suspension says valid and after it says suspended — still so with every node stopped. Once
+//! the institute has anchored the producer's and the lab's chains, a bundle fetched from the lab
+//! carries those anchors and `rmledger verify` reports them verified.
 
 use std::path::Path;
 use std::time::Duration;
@@ -192,8 +194,67 @@ async fn a_unit_travels_from_producer_to_lab_and_the_suspension_stops_its_use() 
     let verified = check(Some(&before)).json();
     assert_eq!(verified["entries"], 6, "{verified}");
 
+    // The institute anchors every chain that changed; once the lab holds those anchors, its
+    // bundles carry them (each with its receipt on the institute's chain and the consistency
+    // proof to the section's checkpoint), and verification reports each one.
+    let anchored = federation.root().join("soil-anchored.bundle");
+    let anchored = anchored.to_str().unwrap();
+    let witnessed = |report: &serde_json::Value, chain: &str| {
+        report["anchors"].as_array().is_some_and(|anchors| {
+            anchors.iter().any(|a| {
+                a["witness"] == "jxim" && a["chain"] == chain && a["size"].as_u64() > Some(0)
+            })
+        })
+    };
+    let fetch_anchored = || {
+        // A 409 (the lab's copy behind an anchor it holds) is retried, like a missing anchor.
+        let fetched = cli.run(
+            Some(lab),
+            &["fetch-bundle", &cert, "-o", anchored, "--json"],
+        );
+        if fetched.code != 0 {
+            return None;
+        }
+        let run = cli.run(None, &["verify", anchored, "--json", "--at", &before]);
+        assert_eq!(run.code, 0, "{run:?}");
+        Some(run.json())
+    };
+    wait_until(
+        "the lab's bundle to carry the institute's anchors",
+        Duration::from_secs(60),
+        || async {
+            fetch_anchored().is_some_and(|r| witnessed(&r, "acme-rm") && witnessed(&r, "nclab"))
+        },
+    )
+    .await;
+    let report = cli
+        .run(None, &["verify", anchored, "--json", "--at", &before])
+        .json();
+    // Each anchor is at most the size of its chain's checkpoint in the bundle.
+    for anchor in report["anchors"].as_array().unwrap() {
+        let checkpoint = report["checkpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["chain"] == anchor["chain"])
+            .unwrap_or_else(|| panic!("no checkpoint for {anchor}: {report}"));
+        assert!(
+            checkpoint["size"].as_u64() >= anchor["size"].as_u64(),
+            "{report}"
+        );
+    }
+    let text = cli.run(None, &["verify", anchored, "--at", &before]);
+    assert!(
+        text.stdout
+            .contains("anchor: jxim witnessed acme-rm up to size"),
+        "{text:?}"
+    );
+
     // Offline: every node stopped, the same answers from the bundle and the pinned genesis.
     federation.stop_all();
     assert!(!federation.node("nclab").is_running());
     assert_verdicts("every node stopped");
+    let offline = cli.run(None, &["verify", anchored, "--json", "--at", &before]);
+    assert_eq!(offline.code, 0, "{offline:?}");
+    assert!(witnessed(&offline.json(), "acme-rm") && witnessed(&offline.json(), "nclab"));
 }

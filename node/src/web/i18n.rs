@@ -223,7 +223,7 @@ texts! {
     BUNDLE_VERIFIED => "This node built the proof bundle below and verified it against federation", "本节点生成了下方的证明包，并依据联盟标识验证通过：";
     BUNDLE_ENTRIES => "entries of this certificate's life, each with an inclusion proof against a signed checkpoint", "条本证书的生命周期记录，每条均附有针对已签名检查点的包含证明";
     BUNDLE_COMPLETE => "Each chain's signed certificate map confirms that the bundle holds every entry about this certificate as of these checkpoints", "各链已签名的证书映射确认：截至这些检查点，证明包包含本证书的全部记录";
-    BUNDLE_UNPROVEN => "no checkpoint known: not proven to hold nothing about this certificate", "尚无已知检查点：无法证明其中没有关于本证书的记录";
+    BUNDLE_UNPROVEN => "no checkpoint known and no anchor names this chain: not proven to hold nothing about this certificate", "尚无已知检查点，也没有锚定记录提及此链：无法证明其中没有关于本证书的记录";
     BUNDLE_PENDING => "entries are newer than their chain's latest checkpoint and not in the bundle yet", "条记录晚于其链的最新检查点，尚未包含在证明包中";
     BUNDLE_FAILED => "The proof bundle could not be built or verified", "无法生成或验证证明包";
     CHECKPOINTS => "Checkpoints", "检查点";
