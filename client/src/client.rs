@@ -399,15 +399,28 @@ impl Client {
     }
 
     /// `GET /v1/certificates/{id}/bundle`: the proof bundle's exact bytes (not verified here).
+    ///
+    /// A node whose copy of a chain is briefly behind an anchor it already holds answers 409
+    /// `bundle-behind` until replication catches up; that answer is retried for a few seconds.
     pub async fn bundle_bytes(&self, id: &CertificateId) -> Result<Vec<u8>, Error> {
-        Ok(self
-            .get_bytes(
-                &format!("/v1/certificates/{id}/bundle"),
-                &[],
-                MAX_BUNDLE_BYTES,
-            )
-            .await?
-            .0)
+        const ATTEMPTS: u32 = 20;
+        const PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+        let path = format!("/v1/certificates/{id}/bundle");
+        let mut attempt = 1;
+        loop {
+            match self.get_bytes(&path, &[], MAX_BUNDLE_BYTES).await {
+                Ok((bytes, _)) => return Ok(bytes),
+                Err(Error::Api {
+                    status: 409,
+                    rule: Some(rule),
+                    ..
+                }) if rule == "bundle-behind" && attempt < ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The proof bundle, decoded (not verified: see [`Bundle::verify`]).

@@ -709,6 +709,10 @@ async fn bundle(
 /// Every stored entry of the certificate's life with a receipt against its chain's latest
 /// checkpoint, and the registrar chain up to its latest checkpoint. Entries newer than their
 /// chain's checkpoint cannot be proven yet and are left out.
+/// The rule id of the 409 a bundle request gets while this node's copy of a chain is behind an
+/// anchor of it that the node already holds: transient, so clients retry it.
+pub const BUNDLE_BEHIND: &str = "bundle-behind";
+
 pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiError> {
     let store = ledger.store();
     let events = store.certificate_events(id)?;
@@ -763,13 +767,15 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
         if let Some(&anchored) = registrar_anchored.get(&org)
             && anchored > held
         {
-            return Err(ApiError::new(
+            let mut error = ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 format!(
                     "the registrar has anchored chain {org} at size {anchored}, but this node holds a checkpoint of it only up to size {held}; try again once it has caught up"
                 ),
-            ));
+            );
+            error.rule = Some(BUNDLE_BEHIND.to_owned());
+            return Err(error);
         }
         let certs = match &checkpoint {
             Some(c) => Some(
