@@ -80,9 +80,7 @@ fn find_or_build(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf
         .and_then(|n| n.to_str())
         .unwrap_or("debug")
         .to_owned();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
+    let workspace = workspace();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
     build
@@ -120,6 +118,14 @@ fn find_or_build(env: &str, name: &str, package: &str) -> anyhow::Result<PathBuf
         bail!("{} does not exist after the build", bin.display());
     }
     Ok(bin)
+}
+
+/// The workspace root (the repository), for example files and `cargo` invocations.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the workspace root")
+        .to_path_buf()
 }
 
 /// `rmledger-node ARGS…` to completion, with captured output.

@@ -21,12 +21,7 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+use rmledger_tests::workspace;
 
 fn node_bin() -> &'static Path {
     rmledger_tests::node_binary()
