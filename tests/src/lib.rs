@@ -589,6 +589,11 @@ impl TestNode {
     /// Sets the node's peers, with short replication and anchor intervals for tests (the node
     /// must be stopped).
     pub fn configure_peers(&self, peers: &[String]) {
+        self.configure_peers_with(peers, |_| {});
+    }
+
+    /// [`Self::configure_peers`], then `edit` changes anything else in `node.toml`.
+    pub fn configure_peers_with(&self, peers: &[String], edit: impl FnOnce(&mut toml::Table)) {
         assert!(
             self.child.is_none(),
             "stop the node before changing its peers"
@@ -606,6 +611,7 @@ impl TestNode {
             })
             .collect();
         table.insert("peers".into(), peers.into());
+        edit(&mut table);
         std::fs::write(
             self.config_file(),
             toml::to_string(&table).expect("node.toml"),
@@ -779,8 +785,19 @@ impl Cli {
         }
     }
 
+    /// The config directory (`XDG_CONFIG_HOME`); the CLI's own files are under `rmledger/`.
+    pub fn dir(&self) -> &Path {
+        &self.xdg
+    }
+
     /// `rmledger ARGS…`, talking to `node` with its operator token when given.
     pub fn run(&self, node: Option<&TestNode>, args: &[&str]) -> CliRun {
+        self.run_at(node.map(TestNode::url), node.map(TestNode::token), args)
+    }
+
+    /// `rmledger ARGS…` with `RMLEDGER_NODE` and `RMLEDGER_TOKEN` set when given: for a node
+    /// that is stopped (an unreachable address) or a run without the operator token.
+    pub fn run_at(&self, url: Option<&str>, token: Option<&str>, args: &[&str]) -> CliRun {
         let mut command = Command::new(cli_binary());
         command
             .args(args)
@@ -789,10 +806,11 @@ impl Cli {
             .env("XDG_CONFIG_HOME", &self.xdg)
             .env("HOME", &self.xdg)
             .stdin(Stdio::null());
-        if let Some(node) = node {
-            command
-                .env("RMLEDGER_NODE", node.url())
-                .env("RMLEDGER_TOKEN", node.token());
+        if let Some(url) = url {
+            command.env("RMLEDGER_NODE", url);
+        }
+        if let Some(token) = token {
+            command.env("RMLEDGER_TOKEN", token);
         }
         let out = command.output().expect("running rmledger");
         CliRun {
@@ -819,6 +837,84 @@ impl Cli {
         let mut all = args.to_vec();
         all.push("--json");
         self.expect(node, 0, &all).json()
+    }
+}
+
+/// A [`Cli`] bound to one node: its URL and operator token (or none of them, or an address
+/// without a token), for tests that mostly talk to one node.
+pub struct NodeCli {
+    cli: Cli,
+    url: Option<String>,
+    token: Option<String>,
+}
+
+impl NodeCli {
+    /// A CLI with its config in `dir`, talking to `node` with its operator token: the running
+    /// node's URL, or the one it will listen on once started (from its `node.toml`), which
+    /// stays the same across restarts.
+    pub fn of(dir: &Path, node: &TestNode) -> Self {
+        let url = if node.is_running() {
+            node.url().to_owned()
+        } else {
+            node.listen_url()
+        };
+        Self::new(dir, Some(&url), Some(node.token()))
+    }
+
+    /// A CLI with its config in `dir`, talking to `url` with `token` when given.
+    pub fn new(dir: &Path, url: Option<&str>, token: Option<&str>) -> Self {
+        Self {
+            cli: Cli::new(dir),
+            url: url.map(str::to_owned),
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// The same config directory, talking to `url` with `token`.
+    pub fn at(&self, url: Option<&str>, token: Option<&str>) -> Self {
+        Self::new(self.cli.dir(), url, token)
+    }
+
+    /// The same config directory, with no node.
+    pub fn offline(&self) -> Self {
+        self.at(None, None)
+    }
+
+    /// The CLI's own files (`config.toml`, the pinned `genesis.cbor`).
+    pub fn config_dir(&self) -> PathBuf {
+        self.cli.dir().join("rmledger")
+    }
+
+    pub fn run(&self, args: &[&str]) -> CliRun {
+        self.cli
+            .run_at(self.url.as_deref(), self.token.as_deref(), args)
+    }
+
+    /// Runs and requires exit code `code`.
+    pub fn expect(&self, code: i32, args: &[&str]) -> CliRun {
+        let run = self.run(args);
+        assert_eq!(run.code, code, "rmledger {args:?}: {run:?}");
+        run
+    }
+
+    /// Runs and requires exit code 0.
+    pub fn ok(&self, args: &[&str]) -> CliRun {
+        self.expect(0, args)
+    }
+
+    /// Runs with `--json`, requires exit 0 and returns the JSON printed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        self.ok(&all).json()
+    }
+
+    /// Runs a write with `--json`: the new entry's id.
+    pub fn write(&self, args: &[&str]) -> String {
+        self.json(args)["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("rmledger {args:?} printed no id"))
+            .to_owned()
     }
 }
 

@@ -29,7 +29,6 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -37,177 +36,39 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-use rmledger_tests::workspace;
+use rmledger_tests::{NodeCli, TestNode, workspace};
 
-fn node_bin() -> &'static Path {
-    rmledger_tests::node_binary()
+/// `rmledger-node init` in `root/<org>` on a port fixed now: the registrar (with `roles`) when
+/// `genesis` is None.
+fn init(root: &Path, org: &str, roles: &[&str], genesis: Option<&Path>) -> TestNode {
+    TestNode::init_in(&root.join(org), org, roles, genesis)
 }
 
-fn cli_bin() -> &'static Path {
-    rmledger_tests::cli_binary()
+fn genesis(node: &TestNode) -> PathBuf {
+    node.dir().join("genesis.cbor")
 }
 
-struct Node {
-    org: String,
-    dir: PathBuf,
-    url: String,
-    token: String,
-    public_key: String,
-    child: Option<Child>,
+fn data(node: &TestNode) -> PathBuf {
+    node.dir().join("data")
 }
 
-impl Node {
-    /// `rmledger-node init` in `root/<org>`: the registrar (with `roles`) when `genesis` is None.
-    fn init(root: &Path, org: &str, roles: &str, genesis: Option<&Path>) -> Self {
-        let dir = root.join(org);
-        let listen = format!("127.0.0.1:{}", rmledger_tests::free_port());
-        let mut command = Command::new(node_bin());
-        command.args(["init", "--json", "--dir"]).arg(&dir);
-        command.args(["--org", org, "--listen", &listen]);
-        match genesis {
-            None => {
-                command.args([
-                    "--registrar",
-                    "--federation-name",
-                    "Jiangxi RM federation (audit test)",
-                    "--org-name",
-                    "Jiangxi Institute of Metrology",
-                    "--roles",
-                    roles,
-                ]);
-            }
-            Some(genesis) => {
-                command.arg("--genesis").arg(genesis);
-            }
-        }
-        let output = command.output().expect("rmledger-node init");
-        assert!(
-            output.status.success(),
-            "init {org}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report: Value = serde_json::from_slice(&output.stdout).expect("init --json");
-        Self {
-            org: org.into(),
-            dir,
-            url: format!("http://{listen}"),
-            token: report["operator_token"].as_str().unwrap().into(),
-            public_key: report["public_key"].as_str().unwrap().into(),
-            child: None,
-        }
-    }
-
-    fn genesis(&self) -> PathBuf {
-        self.dir.join("genesis.cbor")
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    /// Peers and short intervals in node.toml.
-    fn configure(&self, peers: &[&str]) {
-        let path = self.dir.join("node.toml");
-        let mut table: toml::Table = std::fs::read_to_string(&path)
-            .unwrap()
-            .parse()
-            .expect("node.toml");
-        table.insert("replication_interval_ms".into(), 200.into());
-        table.insert("replication_max_backoff_ms".into(), 1000.into());
-        table.insert("anchor_interval_seconds".into(), 1.into());
-        let peers: Vec<toml::Value> = peers
-            .iter()
-            .map(|url| {
-                let mut peer = toml::Table::new();
-                peer.insert("url".into(), (*url).into());
-                peer.into()
-            })
-            .collect();
-        table.insert("peers".into(), peers.into());
-        std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "{} already runs", self.org);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("stderr.log"))
-            .unwrap();
-        let child = Command::new(node_bin())
-            .args(["run", "--config"])
-            .arg(self.dir.join("node.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("rmledger-node run");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while get(&self.url, "/healthz").is_none() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{} exited with {status}: {}", self.org, self.log());
-            }
-            assert!(Instant::now() < deadline, "{} did not start", self.org);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-
-    /// chain → size, from `GET /v1/chains`.
-    fn sizes(&self) -> Vec<(String, u64)> {
-        let chains: Value = serde_json::from_str(&get(&self.url, "/v1/chains").unwrap()).unwrap();
-        let mut sizes: Vec<(String, u64)> = chains
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["chain"].as_str().unwrap().to_owned(),
-                    c["size"].as_u64().unwrap(),
-                )
-            })
-            .collect();
-        sizes.sort();
-        sizes
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- {} log tail ---", self.org);
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            for line in &lines[lines.len().saturating_sub(20)..] {
-                eprintln!("{line}");
-            }
-        }
-    }
+/// chain → size, from `GET /v1/chains`.
+fn sizes(node: &TestNode) -> Vec<(String, u64)> {
+    let chains: Value =
+        serde_json::from_str(&get(&node.listen_url(), "/v1/chains").unwrap()).unwrap();
+    let mut sizes: Vec<(String, u64)> = chains
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["chain"].as_str().unwrap().to_owned(),
+                c["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    sizes.sort();
+    sizes
 }
 
 /// A plain HTTP/1.0 GET on 127.0.0.1: the body of a 200, else None.
@@ -228,11 +89,11 @@ fn get(url: &str, path: &str) -> Option<String> {
 
 /// Waits until every node holds the same chains with the same sizes, and they stay so for two
 /// seconds (anchors are written at most every second).
-fn wait_quiet(nodes: &[&Node]) {
+fn wait_quiet(nodes: &[&TestNode]) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut stable_since: Option<(Instant, Vec<(String, u64)>)> = None;
     loop {
-        let all: Vec<_> = nodes.iter().map(|n| n.sizes()).collect();
+        let all: Vec<_> = nodes.iter().map(|n| sizes(n)).collect();
         let same = all.windows(2).all(|w| w[0] == w[1]);
         if same {
             match &stable_since {
@@ -255,10 +116,9 @@ fn wait_quiet(nodes: &[&Node]) {
 }
 
 /// Waits until `node` holds at least `size` entries of `chain`.
-fn wait_for(node: &Node, chain: &str, size: u64) {
+fn wait_for(node: &TestNode, chain: &str, size: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while node
-        .sizes()
+    while sizes(node)
         .iter()
         .find(|(c, _)| c == chain)
         .is_none_or(|(_, s)| *s < size)
@@ -266,77 +126,9 @@ fn wait_for(node: &Node, chain: &str, size: u64) {
         assert!(
             Instant::now() < deadline,
             "{} did not get {chain} up to {size}",
-            node.org
+            node.org()
         );
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-struct Cli {
-    xdg: PathBuf,
-    node: String,
-    token: String,
-}
-
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {self:#?}"))
-    }
-}
-
-impl Cli {
-    fn of(xdg: &Path, node: &Node) -> Self {
-        std::fs::create_dir_all(xdg).unwrap();
-        Self {
-            xdg: xdg.to_path_buf(),
-            node: node.url.clone(),
-            token: node.token.clone(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let output = Command::new(cli_bin())
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("XDG_CONFIG_HOME", &self.xdg)
-            .env("HOME", &self.xdg)
-            .env("RMLEDGER_NODE", &self.node)
-            .env("RMLEDGER_TOKEN", &self.token)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running rmledger");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    fn expect(&self, code: i32, args: &[&str]) -> Run {
-        let run = self.run(args);
-        assert_eq!(run.code, code, "rmledger {args:?}: {run:#?}");
-        run
-    }
-
-    /// `--json`, exit 0: the JSON printed.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        self.expect(0, &all).json()
-    }
-
-    /// A write's entry id.
-    fn write(&self, args: &[&str]) -> String {
-        self.json(args)["id"].as_str().unwrap().to_owned()
     }
 }
 
@@ -389,8 +181,8 @@ fn evidence(finding: &Value) -> Vec<String> {
         .collect()
 }
 
-fn node_findings(node: &Node) -> Value {
-    serde_json::from_str(&get(&node.url, "/v1/audit/findings").expect("GET /v1/audit/findings"))
+fn node_findings(node: &TestNode) -> Value {
+    serde_json::from_str(&get(node.url(), "/v1/audit/findings").expect("GET /v1/audit/findings"))
         .unwrap()
 }
 
@@ -403,15 +195,15 @@ fn audit_of_a_federation_clean_then_broken() {
         .prefix("rmledger-audit-test-")
         .tempdir()
         .unwrap();
-    let mut jxim = Node::init(root.path(), "jxim", "institute,producer", None);
-    let mut lab = Node::init(root.path(), "nclab", "", Some(&jxim.genesis()));
-    jxim.configure(&[&lab.url]);
-    lab.configure(&[&jxim.url]);
+    let mut jxim = init(root.path(), "jxim", &["institute", "producer"], None);
+    let mut lab = init(root.path(), "nclab", &[], Some(&genesis(&jxim)));
+    jxim.configure_peers(&[lab.listen_url()]);
+    lab.configure_peers(&[jxim.listen_url()]);
     jxim.start();
     let xdg = root.path().join("xdg");
-    let producer = Cli::of(&xdg, &jxim);
-    let labcli = Cli::of(&xdg, &lab);
-    producer.json(&["federation", "trust", &jxim.url]);
+    let producer = NodeCli::of(&xdg, &jxim);
+    let labcli = NodeCli::of(&xdg, &lab);
+    producer.json(&["federation", "trust", jxim.url()]);
     producer.json(&[
         "member",
         "enrol",
@@ -422,7 +214,7 @@ fn audit_of_a_federation_clean_then_broken() {
         "--roles",
         "lab",
         "--key",
-        &lab.public_key,
+        &lab.report().public_key,
     ]);
     lab.start();
 
@@ -458,7 +250,7 @@ fn audit_of_a_federation_clean_then_broken() {
     wait_for(
         &lab,
         "jxim",
-        jxim.sizes().iter().find(|c| c.0 == "jxim").unwrap().1,
+        sizes(&jxim).iter().find(|c| c.0 == "jxim").unwrap().1,
     );
     labcli.write(&[
         "receive",
@@ -484,25 +276,25 @@ fn audit_of_a_federation_clean_then_broken() {
     // Zero findings three ways: replicated over the API (from either node), read from the data
     // directory while the node runs, and the node's own endpoint.
     let out = root.path().join("clean-report");
-    let run = producer.expect(0, &["audit", "--node", &jxim.url, "--out", s(&out)]);
+    let run = producer.expect(0, &["audit", "--node", jxim.url(), "--out", s(&out)]);
     assert!(run.stdout.contains("No findings."), "{run:#?}");
     assert!(
         run.stderr.is_empty(),
         "no progress bar off a terminal: {run:#?}"
     );
-    let via_node = producer.json(&["audit", "--node", &lab.url]);
+    let via_node = producer.json(&["audit", "--node", lab.url()]);
     assert_eq!(ids(&via_node), BTreeSet::new(), "{via_node}");
     let via_data = producer.json(&[
         "audit",
         "--data",
-        s(&jxim.data()),
+        s(&data(&jxim)),
         "--genesis",
-        s(&jxim.genesis()),
+        s(&genesis(&jxim)),
     ]);
     assert_eq!(ids(&via_data), BTreeSet::new(), "{via_data}");
     let served = node_findings(&jxim);
     assert_eq!(ids(&served), BTreeSet::new(), "{served}");
-    let total: u64 = jxim.sizes().iter().map(|c| c.1).sum();
+    let total: u64 = sizes(&jxim).iter().map(|c| c.1).sum();
     for report in [&via_node, &via_data, &served] {
         assert_eq!(report["entries"], total, "every entry audited: {report}");
         assert_eq!(report["certificates"], 1);
@@ -591,7 +383,7 @@ fn audit_of_a_federation_clean_then_broken() {
     wait_for(
         &lab,
         "jxim",
-        jxim.sizes().iter().find(|c| c.0 == "jxim").unwrap().1,
+        sizes(&jxim).iter().find(|c| c.0 == "jxim").unwrap().1,
     );
     labcli.write(&[
         "receive",
@@ -674,9 +466,9 @@ fn audit_of_a_federation_clean_then_broken() {
         &[
             "audit",
             "--data",
-            s(&lab.data()),
+            s(&data(&lab)),
             "--genesis",
-            s(&jxim.genesis()),
+            s(&genesis(&jxim)),
             "--suspension-deadline",
             "1ms",
             "--fail-on",
@@ -775,7 +567,7 @@ fn audit_of_a_federation_clean_then_broken() {
     assert!(text.contains("nclab") && text.contains(&late_use), "{text}");
 
     // Usage errors exit 2: no trust anchor for another config, a bad duration, a missing dir.
-    let stranger = Cli::of(&root.path().join("xdg-stranger"), &jxim);
+    let stranger = NodeCli::of(&root.path().join("xdg-stranger"), &jxim);
     let run = stranger.expect(2, &["audit"]);
     assert!(run.stderr.contains("trust anchor"), "{run:#?}");
     producer.expect(2, &["audit", "--suspension-deadline", "soon"]);
@@ -789,10 +581,10 @@ fn lone_chain_goes_unanchored() {
         .prefix("rmledger-audit-test-")
         .tempdir()
         .unwrap();
-    let mut jxim = Node::init(root.path(), "jxim", "institute,producer", None);
+    let mut jxim = init(root.path(), "jxim", &["institute", "producer"], None);
     jxim.start();
-    let cli = Cli::of(&root.path().join("xdg"), &jxim);
-    cli.json(&["federation", "trust", &jxim.url]);
+    let cli = NodeCli::of(&root.path().join("xdg"), &jxim);
+    cli.json(&["federation", "trust", jxim.url()]);
     let soil = cli.write(&[
         "batch",
         "register",
@@ -830,7 +622,7 @@ fn lone_chain_goes_unanchored() {
         &[
             "audit",
             "--data",
-            s(&jxim.data()),
+            s(&data(&jxim)),
             "--anchor-max-age",
             "10ms",
             "--json",

@@ -7,230 +7,37 @@
 //! producer shipped) are covered here by their error paths on one node; the multi-node flow is
 //! `lab_flow.rs` (and `scripts/demo.sh`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
 
 use rmledger_client::time::rfc3339;
 use rmledger_schema::bundle::Bundle;
 use rmledger_schema::date::Date;
 use rmledger_schema::entry::Entry;
-use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-use rmledger_tests::workspace;
+use rmledger_tests::{NodeCli, TestNode, workspace};
 
-fn node_bin() -> &'static Path {
-    rmledger_tests::node_binary()
+fn chain_size(cli: &NodeCli, chain: &str) -> u64 {
+    cli.json(&["status"])["chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["chain"] == chain)
+        .map_or(0, |c| c["size"].as_u64().unwrap())
 }
 
-fn cli_bin() -> &'static Path {
-    rmledger_tests::cli_binary()
+/// A started registrar `jxim` holding every role, and a CLI talking to it.
+fn node_and_cli() -> (TestNode, NodeCli) {
+    let node = TestNode::started();
+    let cli = NodeCli::of(&node.dir().join("cli-config"), &node);
+    (node, cli)
 }
 
-/// A registrar node `jxim` holding every role, in a temporary directory.
-struct Node {
-    root: tempfile::TempDir,
-    dir: PathBuf,
-    child: Option<Child>,
-    url: String,
-    token: String,
-    federation_id: String,
-}
-
-impl Node {
-    fn start() -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("rmledger-cli-test-")
-            .tempdir()
-            .expect("temp dir");
-        let dir = root.path().join("jxim");
-        let out = Command::new(node_bin())
-            .args(["init", "--dir"])
-            .arg(&dir)
-            .args([
-                "--org",
-                "jxim",
-                "--registrar",
-                "--federation-name",
-                "Jiangxi RM federation (test)",
-                "--org-name",
-                "Jiangxi Institute of Metrology",
-                "--roles",
-                "institute,producer,lab,regulator",
-                "--listen",
-                "127.0.0.1:0",
-                "--json",
-            ])
-            .output()
-            .expect("rmledger-node init");
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: Value = serde_json::from_slice(&out.stdout).expect("init JSON");
-        let mut node = Self {
-            root,
-            dir,
-            child: None,
-            url: String::new(),
-            token: report["operator_token"].as_str().unwrap().to_string(),
-            federation_id: report["federation_id"].as_str().unwrap().to_string(),
-        };
-        node.run();
-        node
-    }
-
-    /// Starts `rmledger-node run` (again, after `stop`, on a new port).
-    fn run(&mut self) {
-        let stderr = std::fs::File::create(self.dir.join("node-stderr.log")).unwrap();
-        let mut child = Command::new(node_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(self.dir.join("node.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("rmledger-node run");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("rmledger-node listening on ") {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-        });
-        self.child = Some(child);
-        self.url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("node did not start: {}", self.stderr()));
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node-stderr.log")).unwrap_or_default()
-    }
-
-    /// A CLI with its own config directory, talking to this node with the operator token.
-    fn cli(&self) -> Cli {
-        let xdg = self.root.path().join("xdg");
-        std::fs::create_dir_all(&xdg).unwrap();
-        Cli {
-            xdg,
-            node: Some(self.url.clone()),
-            token: Some(self.token.clone()),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.path().join(name)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-struct Cli {
-    xdg: PathBuf,
-    node: Option<String>,
-    token: Option<String>,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Debug for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cut = |s: &str| s.chars().take(1500).collect::<String>();
-        write!(
-            f,
-            "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code,
-            cut(&self.stdout),
-            cut(&self.stderr)
-        )
-    }
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
-    }
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> Run {
-        let mut command = Command::new(cli_bin());
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("XDG_CONFIG_HOME", &self.xdg)
-            .env("HOME", &self.xdg)
-            .stdin(Stdio::null());
-        if let Some(node) = &self.node {
-            command.env("RMLEDGER_NODE", node);
-        }
-        if let Some(token) = &self.token {
-            command.env("RMLEDGER_TOKEN", token);
-        }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = command.output().expect("running rmledger");
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-        }
-    }
-
-    /// Runs and requires exit code `code`.
-    fn expect(&self, code: i32, args: &[&str]) -> Run {
-        let run = self.run(args);
-        assert_eq!(run.code, code, "rmledger {args:?}: {run:#?}");
-        run
-    }
-
-    fn ok(&self, args: &[&str]) -> Run {
-        self.expect(0, args)
-    }
-
-    /// Runs with `--json` and exit code 0; the printed JSON.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        self.ok(&all).json()
-    }
-
-    fn chain_size(&self, chain: &str) -> u64 {
-        self.json(&["status"])["chains"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["chain"] == chain)
-            .map_or(0, |c| c["size"].as_u64().unwrap())
-    }
+/// A file `name` in the node's directory (outside the store), for the CLI's inputs and outputs.
+fn file_in(node: &TestNode, name: &str) -> PathBuf {
+    node.dir().join(name)
 }
 
 fn example(name: &str) -> PathBuf {
@@ -246,18 +53,18 @@ fn str_of(path: &Path) -> &str {
 }
 
 /// Writes the soil example with edits applied; returns the file.
-fn soil_variant(node: &Node, name: &str, edits: &[(&str, &str)]) -> PathBuf {
+fn soil_variant(node: &TestNode, name: &str, edits: &[(&str, &str)]) -> PathBuf {
     let mut text = text_of(&example("soil-gbw-e.toml"));
     for (from, to) in edits {
         assert!(text.contains(from), "{from:?} not in the soil example");
         text = text.replacen(from, to, 1);
     }
-    let path = node.path(name);
+    let path = file_in(node, name);
     std::fs::write(&path, text).unwrap();
     path
 }
 
-fn register(cli: &Cli, file: &Path) -> String {
+fn register(cli: &NodeCli, file: &Path) -> String {
     cli.json(&["batch", "register", str_of(file)])["id"]
         .as_str()
         .unwrap()
@@ -269,17 +76,19 @@ fn register(cli: &Cli, file: &Path) -> String {
 
 #[test]
 fn every_command_end_to_end_on_one_all_roles_node() {
-    let node = Node::start();
-    let cli = node.cli();
+    let (node, cli) = node_and_cli();
 
     // No anchor pinned yet: verify refuses with exit 2 and says how to pin.
     let run = cli.expect(2, &["verify", "GBW(E)082345@2025a"]);
     assert!(run.stderr.contains("federation trust"), "{}", run.stderr);
 
     // Pin the federation from the node; the config file is private and holds a genesis copy.
-    let trusted = cli.json(&["federation", "trust", &node.url]);
-    assert_eq!(trusted["federation_id"], node.federation_id.as_str());
-    let config_file = cli.xdg.join("rmledger").join("config.toml");
+    let trusted = cli.json(&["federation", "trust", node.url()]);
+    assert_eq!(
+        trusted["federation_id"],
+        node.report().federation_id.as_str()
+    );
+    let config_file = cli.config_dir().join("config.toml");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&config_file)
         .unwrap()
@@ -287,10 +96,10 @@ fn every_command_end_to_end_on_one_all_roles_node() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(cli.xdg.join("rmledger").join("genesis.cbor").is_file());
-    assert!(text_of(&config_file).contains(&node.federation_id));
+    assert!(cli.config_dir().join("genesis.cbor").is_file());
+    assert!(text_of(&config_file).contains(&node.report().federation_id));
     let shown = cli.json(&["config", "show"]);
-    assert_eq!(shown["federation_id"], node.federation_id.as_str());
+    assert_eq!(shown["federation_id"], node.report().federation_id.as_str());
 
     let status = cli.json(&["status"]);
     assert_eq!(status["health"], "ok");
@@ -298,7 +107,7 @@ fn every_command_end_to_end_on_one_all_roles_node() {
     assert!(cli.ok(&["status"]).stdout.contains("jxim"));
 
     // Keys and membership: enrol a lab with a key from `key gen`, rotate, suspend, reinstate.
-    let lab_key = node.path("nclab.key");
+    let lab_key = file_in(&node, "nclab.key");
     let key = cli.json(&["key", "gen", "--out", str_of(&lab_key)]);
     let mode = std::fs::metadata(&lab_key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
@@ -316,7 +125,7 @@ fn every_command_end_to_end_on_one_all_roles_node() {
         "--key",
         public_key,
     ]);
-    let second = cli.json(&["key", "gen", "--out", str_of(&node.path("nclab2.key"))]);
+    let second = cli.json(&["key", "gen", "--out", str_of(&file_in(&node, "nclab2.key"))]);
     cli.json(&[
         "member",
         "add-key",
@@ -558,26 +367,32 @@ fn every_command_end_to_end_on_one_all_roles_node() {
     }
 
     // QR labels carry the node URL of the certificate (and unit), and no property values.
-    let svg = node.path("label.svg");
+    let svg = file_in(&node, "label.svg");
     let label = cli.json(&["qr", &soil, "--unit", "S-0001", "-o", str_of(&svg)]);
-    assert_eq!(label["url"], format!("{}/c/{soil}/u/S-0001", node.url));
+    assert_eq!(label["url"], format!("{}/c/{soil}/u/S-0001", node.url()));
     let svg_text = text_of(&svg);
     assert!(svg_text.contains("GBW(E)082345") && svg_text.contains("S-0001"));
     assert!(!svg_text.contains("0.21"), "a label must not print values");
-    let png = node.path("label.png");
+    let png = file_in(&node, "label.png");
     cli.json(&["qr", "GBW(E)082345@2025a", "-o", str_of(&png)]);
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
     cli.expect(1, &["qr", &soil, "--unit", "S-9999", "-o", str_of(&svg)]);
-    cli.expect(2, &["qr", &soil, "-o", str_of(&node.path("label.gif"))]);
+    cli.expect(
+        2,
+        &["qr", &soil, "-o", str_of(&file_in(&node, "label.gif"))],
+    );
 
     // verify from the node, by URL, and from a saved bundle.
     let verdict = cli.json(&["verify", &soil]);
     assert_eq!(verdict["valid"], true, "{verdict}");
-    assert_eq!(verdict["federation_id"], node.federation_id.as_str());
-    let bundle_url = format!("{}/v1/certificates/{soil}/bundle", node.url);
+    assert_eq!(
+        verdict["federation_id"],
+        node.report().federation_id.as_str()
+    );
+    let bundle_url = format!("{}/v1/certificates/{soil}/bundle", node.url());
     cli.json(&["verify", &bundle_url]);
-    cli.json(&["verify", &format!("{}/c/{soil}/u/S-0001", node.url)]);
-    let saved = node.path("soil.bundle");
+    cli.json(&["verify", &format!("{}/c/{soil}/u/S-0001", node.url())]);
+    let saved = file_in(&node, "soil.bundle");
     cli.json(&["fetch-bundle", &soil, "-o", str_of(&saved)]);
     let text = cli.ok(&["verify", str_of(&saved)]).stdout;
     assert!(text.starts_with("VALID"), "{text}");
@@ -618,9 +433,8 @@ type BadFileCase = (
 
 #[test]
 fn bad_certificate_files_name_file_field_and_rule_and_write_nothing() {
-    let node = Node::start();
-    let cli = node.cli();
-    let before = cli.chain_size("jxim");
+    let (node, cli) = node_and_cli();
+    let before = chain_size(&cli, "jxim");
     // (name, edits, field, rule substring)
     let cases: &[BadFileCase] = &[
         (
@@ -707,7 +521,7 @@ fn bad_certificate_files_name_file_field_and_rule_and_write_nothing() {
         assert_eq!(json["field"].as_str(), *field, "{name}");
     }
     // JSON certificate files work the same way.
-    let json_file = node.path("bad.json");
+    let json_file = file_in(&node, "bad.json");
     std::fs::write(
         &json_file,
         r#"{"code": "GBW(E)082345", "kind": "certificate"}"#,
@@ -719,10 +533,13 @@ fn bad_certificate_files_name_file_field_and_rule_and_write_nothing() {
         "{}",
         run.stderr
     );
-    let missing = cli.expect(1, &["batch", "register", str_of(&node.path("nope.toml"))]);
+    let missing = cli.expect(
+        1,
+        &["batch", "register", str_of(&file_in(&node, "nope.toml"))],
+    );
     assert!(missing.stderr.contains("nope.toml"), "{}", missing.stderr);
     assert_eq!(
-        cli.chain_size("jxim"),
+        chain_size(&cli, "jxim"),
         before,
         "a refused file wrote something"
     );
@@ -730,11 +547,10 @@ fn bad_certificate_files_name_file_field_and_rule_and_write_nothing() {
 
 #[test]
 fn verify_works_offline_and_catches_tampering() {
-    let mut node = Node::start();
-    let cli = node.cli();
-    cli.json(&["federation", "trust", &node.url]);
+    let (mut node, cli) = node_and_cli();
+    cli.json(&["federation", "trust", node.url()]);
     let soil = register(&cli, &example("soil-gbw-e.toml"));
-    let key = cli.json(&["key", "gen", "--out", str_of(&node.path("lab.key"))]);
+    let key = cli.json(&["key", "gen", "--out", str_of(&file_in(&node, "lab.key"))]);
     let public_key = key["public_key"].as_str().unwrap();
     cli.json(&[
         "member", "enrol", "--org", "nclab", "--name", "Lab", "--roles", "lab", "--key", public_key,
@@ -749,31 +565,24 @@ fn verify_works_offline_and_catches_tampering() {
     ]);
     cli.json(&["suspend", &soil, "--reason", "pending"]);
     cli.json(&["reinstate", &soil, "--reason", "passed"]);
-    let saved = node.path("soil.bundle");
+    let saved = file_in(&node, "soil.bundle");
     cli.json(&["verify", &soil, "--save", str_of(&saved)]);
+    let url = node.url().to_owned();
     node.stop();
 
     // With every node stopped, the saved bundle still verifies (no --node needed).
-    let offline = Cli {
-        xdg: cli.xdg.clone(),
-        node: None,
-        token: None,
-    };
+    let offline = cli.offline();
     let run = offline.ok(&["verify", str_of(&saved)]);
     assert!(run.stdout.starts_with("VALID"), "{}", run.stdout);
     offline.expect(2, &["show", &soil]); // no node: a usage error
-    let unreachable = Cli {
-        xdg: cli.xdg.clone(),
-        node: Some(node.url.clone()),
-        token: None,
-    };
+    let unreachable = cli.at(Some(&url), None);
     let run = unreachable.expect(2, &["verify", &soil]);
     assert!(run.stderr.contains("network"), "{}", run.stderr);
 
     // Any flipped byte (sampled with a stride through the whole bundle) fails with exit 1.
     let bytes = std::fs::read(&saved).unwrap();
     let stride = (bytes.len() / 60).max(1);
-    let bad = node.path("bad.bundle");
+    let bad = file_in(&node, "bad.bundle");
     for i in (0..bytes.len()).step_by(stride) {
         let mut tampered = bytes.clone();
         tampered[i] ^= 0x01;
@@ -858,9 +667,8 @@ fn verify_works_offline_and_catches_tampering() {
 
 #[test]
 fn verify_at_answers_before_and_after_expiry_and_after_a_recall() {
-    let node = Node::start();
-    let cli = node.cli();
-    cli.json(&["federation", "trust", &node.url]);
+    let (node, cli) = node_and_cli();
+    cli.json(&["federation", "trust", node.url()]);
     // A certificate valid through a date ~400 days ahead, whatever day the test runs.
     let now_ms = i64::try_from(rmledger_client::time::now_unix_ms()).unwrap();
     let today = Date::from_unix_ms(now_ms, 480).unwrap();
@@ -873,7 +681,7 @@ fn verify_at_answers_before_and_after_expiry_and_after_a_recall() {
             "validity = { until = \"2027-03-14\" }",
             &format!("validity = {{ until = \"{until}\" }}"),
         );
-    let file = node.path("cd.toml");
+    let file = file_in(&node, "cd.toml");
     std::fs::write(&file, text).unwrap();
     let cd = register(&cli, &file);
 
@@ -905,11 +713,7 @@ fn verify_at_answers_before_and_after_expiry_and_after_a_recall() {
 #[test]
 fn federation_init_founds_a_federation_a_node_can_run() {
     let root = tempfile::tempdir().unwrap();
-    let cli = Cli {
-        xdg: root.path().join("xdg"),
-        node: None,
-        token: None,
-    };
+    let cli = NodeCli::new(&root.path().join("xdg"), None, None);
     let out = root.path().join("fed");
     let made = cli.json(&[
         "federation",
@@ -962,37 +766,12 @@ fn federation_init_founds_a_federation_a_node_can_run() {
 
     // A node joins with that genesis and signs with the registrar key.
     let dir = root.path().join("node");
-    let init = Command::new(node_bin())
-        .args(["init", "--dir"])
-        .arg(&dir)
-        .args(["--org", "jxim", "--genesis"])
-        .arg(out.join("genesis.cbor"))
-        .args(["--listen", "127.0.0.1:0", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let report: Value = serde_json::from_slice(&init.stdout).unwrap();
+    let mut node = TestNode::init_in(&dir, "jxim", &[], Some(&out.join("genesis.cbor")));
     std::fs::remove_file(dir.join("org.key")).unwrap();
     std::fs::copy(&key_file, dir.join("org.key")).unwrap();
     std::fs::set_permissions(dir.join("org.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut node = Node {
-        root: tempfile::tempdir().unwrap(),
-        dir,
-        child: None,
-        url: String::new(),
-        token: report["operator_token"].as_str().unwrap().to_string(),
-        federation_id: made["federation_id"].as_str().unwrap().to_string(),
-    };
-    node.run();
-    let cli = Cli {
-        xdg: cli.xdg,
-        node: Some(node.url.clone()),
-        token: Some(node.token.clone()),
-    };
+    node.start();
+    let cli = cli.at(Some(node.url()), Some(node.token()));
     assert_eq!(cli.json(&["status"])["matches_pinned"], true);
     let soil = register(&cli, &example("soil-gbw-e.toml"));
     assert_eq!(cli.json(&["verify", &soil])["valid"], true);

@@ -14,8 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -34,234 +33,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 // ---------------------------------------------------------------------------------------------
 // Harness: node processes.
 
-fn node_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(path) = std::env::var("RMLEDGER_NODE_BIN") {
-            return PathBuf::from(path);
-        }
-        // target/<profile>/deps/federation-… → target/<profile>/rmledger-node
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let binary = profile_dir.join("rmledger-node");
-        // Build only when the binary is missing or older than the sources (a build from here
-        // resolves features differently from the test build and would rebuild shared crates).
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let built = std::fs::metadata(&binary).and_then(|m| m.modified()).ok();
-        let stale = built.is_none_or(|built| {
-            ["node/src", "schema/src"].iter().any(|dir| {
-                std::fs::read_dir(workspace.join(dir))
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .any(|f| {
-                        f.metadata()
-                            .and_then(|m| m.modified())
-                            .is_ok_and(|m| m > built)
-                    })
-            })
-        });
-        if stale {
-            let mut build = Command::new(env!("CARGO"));
-            build.args([
-                "build",
-                "--quiet",
-                "-p",
-                "rmledger-node",
-                "--bin",
-                "rmledger-node",
-            ]);
-            if profile_dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("cargo build");
-            assert!(status.success(), "building rmledger-node failed");
-        }
-        binary
-    })
+use rmledger_tests::TestNode;
+
+/// `rmledger-node init` in `root/<org>` on a port fixed now: the registrar (with `roles`) when
+/// `genesis` is `None`.
+fn init(root: &Path, org: &str, roles: &[&str], genesis: Option<&Path>) -> TestNode {
+    TestNode::init_in(&root.join(org), org, roles, genesis)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+fn genesis(node: &TestNode) -> PathBuf {
+    node.dir().join("genesis.cbor")
 }
 
-struct Node {
-    org: String,
-    dir: PathBuf,
-    url: String,
-    token: String,
-    public_key: String,
-    child: Option<Child>,
+fn key(node: &TestNode) -> SigningKey {
+    rmledger_node::keys::read(&node.dir().join("org.key")).expect("org key")
 }
 
-impl Node {
-    /// `init` in `root/<org>`: the registrar when `genesis` is `None`.
-    fn init(root: &Path, org: &str, roles: &str, genesis: Option<&Path>) -> Self {
-        let dir = root.join(org);
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut command = Command::new(node_binary());
-        command.args(["init", "--json", "--dir"]).arg(&dir);
-        command.args(["--org", org, "--listen", &listen]);
-        match genesis {
-            None => {
-                command.args([
-                    "--registrar",
-                    "--federation-name",
-                    "Jiangxi reference material federation",
-                    "--org-name",
-                    "Jiangxi Institute of Metrology",
-                ]);
-                if !roles.is_empty() {
-                    command.args(["--roles", roles]);
-                }
-            }
-            Some(genesis) => {
-                command.arg("--genesis").arg(genesis);
-            }
-        }
-        let output = command.output().expect("rmledger-node init");
-        assert!(
-            output.status.success(),
-            "init {org}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report: Value = serde_json::from_slice(&output.stdout).expect("init --json");
-        Self {
-            org: org.into(),
-            dir,
-            url: format!("http://{listen}"),
-            token: report["operator_token"].as_str().unwrap().into(),
-            public_key: report["public_key"].as_str().unwrap().into(),
-            child: None,
-        }
-    }
-
-    fn genesis(&self) -> PathBuf {
-        self.dir.join("genesis.cbor")
-    }
-
-    fn key(&self) -> SigningKey {
-        rmledger_node::keys::read(&self.dir.join("org.key")).expect("org key")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-
-    /// Rewrites node.toml: peers, short intervals for tests, and anything `edit` changes.
-    fn configure(&self, peers: &[String], edit: impl FnOnce(&mut toml::Table)) {
-        let path = self.dir.join("node.toml");
-        let mut table: toml::Table = std::fs::read_to_string(&path)
-            .unwrap()
-            .parse()
-            .expect("node.toml");
-        table.insert("replication_interval_ms".into(), 200.into());
-        table.insert("replication_max_backoff_ms".into(), 1000.into());
-        table.insert("anchor_interval_seconds".into(), 1.into());
-        let peers: Vec<toml::Value> = peers
-            .iter()
-            .map(|url| {
-                let mut peer = toml::Table::new();
-                peer.insert("url".into(), url.clone().into());
-                peer.into()
-            })
-            .collect();
-        table.insert("peers".into(), peers.into());
-        edit(&mut table);
-        std::fs::write(&path, toml::to_string(&table).unwrap()).unwrap();
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "{} already runs", self.org);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("stderr.log"))
-            .unwrap();
-        let child = Command::new(node_binary())
-            .args(["run", "--config"])
-            .arg(self.dir.join("node.toml"))
-            .env("RUST_LOG", "info,tower_http=warn,sled=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("rmledger-node run");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let address = self.url.trim_start_matches("http://").to_owned();
-        loop {
-            if healthy(&address) {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("{} exited with {status}: {}", self.org, self.log());
-            }
-            assert!(Instant::now() < deadline, "{} did not start", self.org);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, then SIGKILL after 10 s.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill9();
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!("--- {} log tail ---", self.org);
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-/// Whether `GET /healthz` answers 200 (blocking; for start-up).
-fn healthy(address: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream
-        .write_all(b"GET /healthz HTTP/1.0\r\nhost: x\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+/// Everything the node has logged (stderr, across restarts).
+fn log(node: &TestNode) -> String {
+    std::fs::read_to_string(node.stderr_log()).unwrap_or_default()
 }
 
 fn client() -> reqwest::Client {
@@ -276,10 +66,10 @@ fn client() -> reqwest::Client {
 // ---------------------------------------------------------------------------------------------
 // Harness: the API.
 
-async fn post_record(node: &Node, record: &Record) -> reqwest::Response {
+async fn post_record(node: &TestNode, record: &Record) -> reqwest::Response {
     client()
-        .post(format!("{}/v1/records", node.url))
-        .bearer_auth(&node.token)
+        .post(format!("{}/v1/records", node.listen_url()))
+        .bearer_auth(node.token())
         .json(&serde_json::to_value(record).unwrap())
         .send()
         .await
@@ -287,17 +77,22 @@ async fn post_record(node: &Node, record: &Record) -> reqwest::Response {
 }
 
 /// Writes a record; panics unless it was appended. Returns the entry id.
-async fn write(node: &Node, record: Record) -> EntryId {
+async fn write(node: &TestNode, record: Record) -> EntryId {
     let resp = post_record(node, &record).await;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(status.as_u16(), 201, "{} refused a write: {body}", node.org);
+    assert_eq!(
+        status.as_u16(),
+        201,
+        "{} refused a write: {body}",
+        node.org()
+    );
     EntryId::from_hex(body["id"].as_str().unwrap()).unwrap()
 }
 
-async fn get_json(node: &Node, path: &str) -> Value {
+async fn get_json(node: &TestNode, path: &str) -> Value {
     client()
-        .get(format!("{}{path}", node.url))
+        .get(format!("{}{path}", node.listen_url()))
         .send()
         .await
         .unwrap()
@@ -306,9 +101,9 @@ async fn get_json(node: &Node, path: &str) -> Value {
         .unwrap()
 }
 
-async fn get_bytes(node: &Node, path: &str) -> Option<Vec<u8>> {
+async fn get_bytes(node: &TestNode, path: &str) -> Option<Vec<u8>> {
     let resp = client()
-        .get(format!("{}{path}", node.url))
+        .get(format!("{}{path}", node.listen_url()))
         .send()
         .await
         .ok()?;
@@ -319,10 +114,10 @@ async fn get_bytes(node: &Node, path: &str) -> Option<Vec<u8>> {
 }
 
 /// The overview page `/` in a language, as text.
-async fn overview(node: &Node, lang: &str) -> String {
+async fn overview(node: &TestNode, lang: &str) -> String {
     let bytes = get_bytes(node, &format!("/?lang={lang}"))
         .await
-        .unwrap_or_else(|| panic!("{}: GET / failed", node.org));
+        .unwrap_or_else(|| panic!("{}: GET / failed", node.org()));
     String::from_utf8(bytes).expect("the overview is UTF-8")
 }
 
@@ -343,7 +138,7 @@ fn chain_row(page: &str, chain: &str) -> String {
 }
 
 /// chain → (size, head)
-async fn chains(node: &Node) -> BTreeMap<String, (u64, String)> {
+async fn chains(node: &TestNode) -> BTreeMap<String, (u64, String)> {
     get_json(node, "/v1/chains")
         .await
         .as_array()
@@ -361,9 +156,9 @@ async fn chains(node: &Node) -> BTreeMap<String, (u64, String)> {
         .collect()
 }
 
-async fn metrics(node: &Node) -> String {
+async fn metrics(node: &TestNode) -> String {
     client()
-        .get(format!("{}/metrics", node.url))
+        .get(format!("{}/metrics", node.listen_url()))
         .send()
         .await
         .unwrap()
@@ -379,7 +174,7 @@ fn metric(text: &str, series: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-async fn entries(node: &Node, chain: &str) -> Vec<Entry> {
+async fn entries(node: &TestNode, chain: &str) -> Vec<Entry> {
     let bytes = get_bytes(
         node,
         &format!("/v1/chains/{chain}/entries?from=0&limit=100000"),
@@ -393,9 +188,9 @@ async fn entries(node: &Node, chain: &str) -> Vec<Entry> {
         .collect()
 }
 
-async fn notify(node: &Node) {
+async fn notify(node: &TestNode) {
     let _ = client()
-        .post(format!("{}/v1/notify", node.url))
+        .post(format!("{}/v1/notify", node.listen_url()))
         .send()
         .await;
 }
@@ -418,7 +213,7 @@ macro_rules! wait_for {
 /// Waits until every node lists the same chains twice in a row, 1.5 s apart (anchors run
 /// every second, so a quiet federation stays equal), then checks every chain's checkpoint is
 /// byte-identical everywhere.
-async fn converge(nodes: &[&Node], limit: Duration) -> BTreeMap<String, (u64, String)> {
+async fn converge(nodes: &[&TestNode], limit: Duration) -> BTreeMap<String, (u64, String)> {
     let deadline = Instant::now() + limit;
     let mut last: Option<BTreeMap<String, (u64, String)>> = None;
     loop {
@@ -457,7 +252,7 @@ async fn converge(nodes: &[&Node], limit: Duration) -> BTreeMap<String, (u64, St
         if Instant::now() > deadline {
             let mut report = String::new();
             for node in nodes {
-                report.push_str(&format!("{}: {:?}\n", node.org, chains(node).await));
+                report.push_str(&format!("{}: {:?}\n", node.org(), chains(node).await));
             }
             panic!("nodes did not converge:\n{report}");
         }
@@ -465,9 +260,9 @@ async fn converge(nodes: &[&Node], limit: Duration) -> BTreeMap<String, (u64, St
     }
 }
 
-fn enrol(org: &Node, name: &str, roles: &[&str]) -> Record {
+fn enrol(org: &TestNode, name: &str, roles: &[&str]) -> Record {
     serde_json::from_value(json!({"Enrol": {
-        "org": org.org, "keys": [org.public_key], "name": name, "roles": roles,
+        "org": org.org(), "keys": [org.report().public_key], "name": name, "roles": roles,
     }}))
     .unwrap()
 }
@@ -479,19 +274,23 @@ async fn federation(
     joiners: &[(&str, &str)],
     anchor_seconds: i64,
     extra: impl Fn(&str, &mut toml::Table),
-) -> Vec<Node> {
-    let registrar = Node::init(root, "jxim", "institute", None);
-    let genesis = registrar.genesis();
+) -> Vec<TestNode> {
+    let registrar = init(root, "jxim", &["institute"], None);
+    let genesis = genesis(&registrar);
     let mut nodes = vec![registrar];
     for (org, _) in joiners {
-        nodes.push(Node::init(root, org, "", Some(&genesis)));
+        nodes.push(init(root, org, &[], Some(&genesis)));
     }
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let urls: Vec<String> = nodes.iter().map(TestNode::listen_url).collect();
     for node in &nodes {
-        let peers: Vec<String> = urls.iter().filter(|u| **u != node.url).cloned().collect();
-        node.configure(&peers, |t| {
+        let peers: Vec<String> = urls
+            .iter()
+            .filter(|u| **u != node.listen_url())
+            .cloned()
+            .collect();
+        node.configure_peers_with(&peers, |t| {
             t.insert("anchor_interval_seconds".into(), anchor_seconds.into());
-            extra(&node.org, t);
+            extra(node.org(), t);
         });
     }
     for node in &mut nodes {
@@ -503,7 +302,7 @@ async fn federation(
     }
     // Every joiner learns of its own enrolment by replication.
     for node in &nodes[1..] {
-        let me = node.org.clone();
+        let me = node.org().to_owned();
         wait_for!(&format!("{me} to see its enrolment"), 30, {
             get_json(node, "/v1/members")
                 .await
@@ -534,7 +333,7 @@ fn verification(cert: CertificateId, value: &str) -> Record {
     })
 }
 
-async fn has_certificate(node: &Node, cert: CertificateId) -> bool {
+async fn has_certificate(node: &TestNode, cert: CertificateId) -> bool {
     get_bytes(node, &format!("/v1/certificates/{cert}"))
         .await
         .is_some()
@@ -719,18 +518,18 @@ async fn four_organisations_converge() {
     phase("partition healed");
     for node in [&*jxim, &*acme, &*nclab, &*jxsamr] {
         let evidence = get_json(node, "/v1/evidence").await;
-        assert_eq!(evidence, json!([]), "{} reports evidence", node.org);
+        assert_eq!(evidence, json!([]), "{} reports evidence", node.org());
     }
 }
 
 /// Writes `records` at `node`, `concurrency` at a time; panics unless all were appended.
-async fn write_many(node: &Node, records: Vec<Record>, concurrency: usize) {
+async fn write_many(node: &TestNode, records: Vec<Record>, concurrency: usize) {
     let mut tasks = tokio::task::JoinSet::new();
     for record in records {
         if tasks.len() >= concurrency {
             tasks.join_next().await.unwrap().unwrap();
         }
-        let (url, token) = (node.url.clone(), node.token.clone());
+        let (url, token) = (node.listen_url(), node.token().to_owned());
         tasks.spawn(async move {
             let resp = client()
                 .post(format!("{url}/v1/records"))
@@ -902,7 +701,7 @@ fn ghost_anchor(size: u64) -> Record {
 }
 
 /// (size, head, time of head) of `chain` at `node`.
-async fn tip(node: &Node, chain: &str) -> (u64, EntryId, u64) {
+async fn tip(node: &TestNode, chain: &str) -> (u64, EntryId, u64) {
     let all = entries(node, chain).await;
     let last = all.last().expect("a non-empty chain");
     (all.len() as u64, last.id(), last.time_unix_ms())
@@ -944,7 +743,7 @@ async fn hostile_peer_is_detected_and_named() {
     let [jxim, acme, nclab, jxsamr] = &mut nodes[..] else {
         unreachable!()
     };
-    let federation_id = FederationId::of(&std::fs::read(jxim.genesis()).unwrap());
+    let federation_id = FederationId::of(&std::fs::read(genesis(jxim)).unwrap());
 
     // Content on every chain, and a second key of acme-rm that the registrar then revokes.
     write(
@@ -977,8 +776,8 @@ async fn hostile_peer_is_detected_and_named() {
     .await;
     converge(&[jxim, acme, nclab, jxsamr], Duration::from_secs(60)).await;
 
-    let acme_key = acme.key();
-    let nclab_key = nclab.key();
+    let acme_key = key(acme);
+    let nclab_key = key(nclab);
     let (size, head, time) = tip(jxsamr, "acme-rm").await;
     let later = (time + 1).max(revoked_from + 1);
 
@@ -1105,14 +904,14 @@ async fn hostile_peer_is_detected_and_named() {
         wait_for!(&format!("the victim to refuse: {}", case.kind), 20, {
             metric(&metrics(jxsamr).await, &series) > before
         });
-        let owner: &Node = if case.chain == "acme-rm" { acme } else { nclab };
+        let owner: &TestNode = if case.chain == "acme-rm" { acme } else { nclab };
         assert_eq!(
             chains(owner).await[case.chain],
             chains(jxsamr).await[case.chain],
             "{}: the chain changed",
             case.kind
         );
-        let log = jxsamr.log();
+        let log = log(jxsamr);
         assert!(
             log.lines().any(|l| l.contains("refused input from peer")
                 && l.contains(&hostile_url)
@@ -1258,7 +1057,7 @@ async fn hostile_peer_is_detected_and_named() {
     assert_eq!(metric(&m, "rmledger_forks_total"), 2, "{m}");
     assert_eq!(metric(&m, "rmledger_chain_frozen{chain=\"acme-rm\"}"), 1);
     assert_eq!(metric(&m, "rmledger_chain_frozen{chain=\"nclab\"}"), 1);
-    assert!(jxsamr.log().contains("FORK"));
+    assert!(log(jxsamr).contains("FORK"));
     phase("checkpoint done");
     {
         hostile.lock().unwrap().mode = Some(Mode::Hang);
@@ -1290,7 +1089,7 @@ async fn hostile_peer_is_detected_and_named() {
             get_json(node, "/v1/evidence").await,
             json!([]),
             "{}",
-            node.org
+            node.org()
         );
     }
 }
@@ -1299,7 +1098,7 @@ async fn hostile_peer_is_detected_and_named() {
 // Anchors that contradict the chain they name.
 
 /// The anchor evidence `node` holds about `chain`, if any.
-async fn anchor_evidence(node: &Node, chain: &str) -> Option<Value> {
+async fn anchor_evidence(node: &TestNode, chain: &str) -> Option<Value> {
     get_json(node, "/v1/evidence")
         .await
         .as_array()
@@ -1334,7 +1133,7 @@ async fn contradicted_anchors_are_evidence_even_after_a_restart() {
     let [jxim, nclab, jxsamr] = &mut nodes[..] else {
         unreachable!()
     };
-    let federation_id = FederationId::of(&std::fs::read(jxim.genesis()).unwrap());
+    let federation_id = FederationId::of(&std::fs::read(genesis(jxim)).unwrap());
 
     // A member whose chain only the hostile peer serves, signed with a key the test holds.
     let mallory = SigningKey::from_bytes(&[77; 32]);
@@ -1415,8 +1214,7 @@ async fn contradicted_anchors_are_evidence_even_after_a_restart() {
         "{m}"
     );
     assert!(
-        jxsamr
-            .log()
+        log(jxsamr)
             .lines()
             .any(|l| l.contains("anchor contradicts the chain we hold") && l.contains("mallory")),
         "the log does not name the witness"

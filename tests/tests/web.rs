@@ -6,10 +6,8 @@
 //! Chromium and chromedriver are Debian's `chromium` and `chromium-driver` (`.ci/run` installs
 //! them). Without them this test fails, saying so: it never passes silently.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rmledger_schema::decimal::Decimal;
@@ -26,40 +24,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 // ---------------------------------------------------------------------------------------------
 // The node
 
-/// `target/<profile>/rmledger-node` beside this test, built first (a no-op when up to date) so
-/// a stale binary is never tested. `RMLEDGER_NODE_BIN` overrides it.
-fn node_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("RMLEDGER_NODE_BIN") {
-            return PathBuf::from(bin);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        let profile_dir = exe
-            .ancestors()
-            .skip(1)
-            .find(|d| d.join("deps").is_dir() && d.file_name().is_some_and(|n| n != "deps"))
-            .expect("target/<profile> above the test executable")
-            .to_path_buf();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(workspace)
-            .args(["build", "-p", "rmledger-node", "--bin", "rmledger-node"])
-            .arg("--target-dir")
-            .arg(profile_dir.parent().unwrap())
-            .stdin(Stdio::null());
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build
-            .status()
-            .expect("running cargo build -p rmledger-node");
-        assert!(status.success(), "cargo build -p rmledger-node failed");
-        profile_dir.join("rmledger-node")
-    })
-}
+use rmledger_tests::{node_binary, spawn_run};
 
 /// A running node in its own temporary directory; killed on drop.
 struct Node {
@@ -107,27 +72,11 @@ impl Node {
         );
         let report: Value = serde_json::from_slice(&init.stdout).expect("init --json output");
         let token = report["operator_token"].as_str().unwrap().to_owned();
-        let log = std::fs::File::create(dir.path().join("node-stderr.log")).unwrap();
-        let mut child = Command::new(node_binary())
-            .args(["run", "--config"])
-            .arg(node_dir.join("node.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("starting rmledger-node run");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("rmledger-node listening on ") {
-                    let _ = tx.send(url.trim().to_owned());
-                }
-            }
-        });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the node did not print its listening line within 60 s");
+        let (child, url) = spawn_run(
+            &node_dir.join("node.toml"),
+            &dir.path().join("node-stderr.log"),
+        )
+        .unwrap_or_else(|e| panic!("the node did not start: {e}"));
         Node {
             child,
             url,
