@@ -23,6 +23,7 @@ use rmledger_client::{Client, Error, keys, qr};
 use rmledger_schema::audit::{AuditConfig, audit_bundle, impact as audit_impact};
 use rmledger_schema::bundle::{Bundle, VerifiedBundle};
 use rmledger_schema::date::Date;
+use rmledger_schema::date::parse_duration_ms;
 use rmledger_schema::decimal::Decimal;
 use rmledger_schema::federation::{Genesis, GenesisBody};
 use rmledger_schema::ids::{CertificateId, FederationId, KeyId, OrgId, PublicKey};
@@ -435,29 +436,6 @@ impl From<SeverityArg> for Severity {
             SeverityArg::Info => Severity::Info,
         }
     }
-}
-
-/// `30d`, `12h`, `15m`, `90s` or `500ms` as milliseconds.
-fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
-        format!("{text:?}: write a whole number and a unit, e.g. 30d, 12h, 15m, 90s, 500ms")
-    })?;
-    let scale = match unit {
-        "d" => 86_400_000,
-        "h" => 3_600_000,
-        "m" => 60_000,
-        "s" => 1_000,
-        "ms" => 1,
-        _ => return Err(format!("{text:?}: the unit must be d, h, m, s or ms")),
-    };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 #[derive(Subcommand)]

@@ -34,14 +34,45 @@ struct Fed {
 }
 
 /// The node's incremental audit. Shared by the API and the web pages (in [`crate::api::AppState`]).
-#[derive(Default)]
 pub struct NodeAudit {
     fed: Mutex<Option<Fed>>,
+    /// The deadlines (`[audit]` in node.toml) and the clock skew allowed (`[limits]`).
+    suspension_deadline_ms: u64,
+    anchor_max_age_ms: u64,
+    max_clock_skew_ms: u64,
+}
+
+impl Default for NodeAudit {
+    /// The audit's default deadlines (30 days, 7 days) and clock skew (5 minutes).
+    fn default() -> Self {
+        let defaults = AuditConfig::at(0);
+        Self {
+            fed: Mutex::new(None),
+            suspension_deadline_ms: defaults.suspension_deadline_ms,
+            anchor_max_age_ms: defaults.anchor_max_age_ms,
+            max_clock_skew_ms: defaults.max_clock_skew_ms,
+        }
+    }
 }
 
 impl NodeAudit {
-    pub fn new() -> Self {
-        Self::default()
+    /// With the deadlines of `node.toml`'s `[audit]` and the skew of its `[limits]`.
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            fed: Mutex::new(None),
+            suspension_deadline_ms: config.audit.suspension_deadline_ms(),
+            anchor_max_age_ms: config.audit.anchor_max_age_ms(),
+            max_clock_skew_ms: config.limits.max_clock_skew_ms,
+        }
+    }
+
+    fn config_at(&self, now_unix_ms: u64) -> AuditConfig {
+        AuditConfig {
+            suspension_deadline_ms: self.suspension_deadline_ms,
+            anchor_max_age_ms: self.anchor_max_age_ms,
+            max_clock_skew_ms: self.max_clock_skew_ms,
+            ..AuditConfig::at(now_unix_ms)
+        }
     }
 
     /// The audit of everything the node holds, judged at `now_unix_ms`. Blocking (it reads the
@@ -65,7 +96,7 @@ impl NodeAudit {
         });
         if stale {
             *guard = Some(Fed {
-                auditor: Auditor::new(ledger.genesis(), AuditConfig::at(now_unix_ms)),
+                auditor: Auditor::new(ledger.genesis(), self.config_at(now_unix_ms)),
                 sizes: BTreeMap::new(),
                 report: None,
             });
@@ -164,7 +195,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
         store_new(&store, &federation, federation.chain("jxim").to_vec());
         let ledger = Ledger::open(store.clone(), federation.genesis.clone(), org("jxim")).unwrap();
-        let audit = NodeAudit::new();
+        let audit = NodeAudit::default();
         let mut now = START_UNIX_MS + 3_600_000;
 
         // A registration never verified: one finding, incrementally as in a replay.

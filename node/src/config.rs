@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use rmledger_schema::date::parse_duration_ms;
 use serde::{Deserialize, Serialize};
 
 /// BLAKE3 `derive_key` context for operator token hashes.
@@ -43,6 +44,45 @@ pub struct Config {
     /// How often this node considers anchoring other chains, seconds.
     #[serde(default = "default_anchor_interval_seconds")]
     pub anchor_interval_seconds: u64,
+    /// The deadlines of the node's own audit (`GET /v1/audit/findings`, the findings page).
+    #[serde(default, skip_serializing_if = "AuditSettings::is_default")]
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: deadlines as `30d`, `12h`, `15m`, `90s` or `500ms`, the same as the CLI's
+/// `rmledger audit --suspension-deadline … --anchor-max-age …`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// A failed verification must be followed by a suspension, recall or withdrawal within this.
+    pub suspension_deadline: String,
+    /// Every chain must be anchored at least this often.
+    pub anchor_max_age: String,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            suspension_deadline: "30d".into(),
+            anchor_max_age: "7d".into(),
+        }
+    }
+}
+
+impl AuditSettings {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `suspension_deadline` in milliseconds (checked when the config is loaded).
+    pub fn suspension_deadline_ms(&self) -> u64 {
+        parse_duration_ms(&self.suspension_deadline).unwrap_or(30 * 86_400_000)
+    }
+
+    /// `anchor_max_age` in milliseconds (checked when the config is loaded).
+    pub fn anchor_max_age_ms(&self) -> u64 {
+        parse_duration_ms(&self.anchor_max_age).unwrap_or(7 * 86_400_000)
+    }
 }
 
 fn default_replication_interval_ms() -> u64 {
@@ -177,6 +217,10 @@ impl Config {
                     .into(),
             );
         }
+        parse_duration_ms(&self.audit.suspension_deadline)
+            .map_err(|e| format!("audit.suspension_deadline: {e}"))?;
+        parse_duration_ms(&self.audit.anchor_max_age)
+            .map_err(|e| format!("audit.anchor_max_age: {e}"))?;
         if self.replication_interval_ms < 10
             || self.replication_max_backoff_ms < self.replication_interval_ms
             || self.anchor_interval_seconds == 0
@@ -239,6 +283,31 @@ mod tests {
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.replication_interval_ms, 2000);
         assert_eq!(config.anchor_interval_seconds, 60);
+        assert_eq!(config.audit.suspension_deadline_ms(), 30 * 86_400_000);
+        assert_eq!(config.audit.anchor_max_age_ms(), 7 * 86_400_000);
+    }
+
+    #[test]
+    fn audit_deadlines_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let hash = data_encoding::HEXLOWER.encode(&token_hash("t"));
+        // A table header ends the top-level keys, so `[audit]` goes after the sample.
+        let with_audit = |audit: &str| format!("{}\n[audit]\n{audit}\n", sample(&hash));
+        std::fs::write(
+            &path,
+            with_audit("suspension_deadline = \"14d\"\nanchor_max_age = \"36h\""),
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.audit.suspension_deadline_ms(), 14 * 86_400_000);
+        assert_eq!(config.audit.anchor_max_age_ms(), 36 * 3_600_000);
+        std::fs::write(&path, with_audit("anchor_max_age = \"7 weeks\"")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("audit.anchor_max_age"), "{err}");
+        std::fs::write(&path, with_audit("grace = \"1d\"")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("grace"), "{err}");
     }
 
     #[test]

@@ -139,6 +139,7 @@ pub fn init(options: &InitOptions) -> Result<InitReport, InitError> {
         replication_interval_ms: 2000,
         replication_max_backoff_ms: 30_000,
         anchor_interval_seconds: 60,
+        audit: config::AuditSettings::default(),
     };
     let text = toml::to_string_pretty(&config).map_err(|e| InitError::Config(e.to_string()))?;
     let header = "# rmledger node configuration. Operator tokens are stored only as hashes.\n";

@@ -303,13 +303,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )?;
     let (stop_tasks, stopped) = tokio::sync::watch::channel(false);
     let tasks = replication.spawn(stopped);
+    let audit = Arc::new(rmledger_node::audit::NodeAudit::new(&config));
     let state = AppState {
         ledger: ledger.clone(),
         writer,
         config,
         metrics,
         replication: replication.clone(),
-        audit: Arc::new(rmledger_node::audit::NodeAudit::new()),
+        audit,
     };
     serve_api(listener, state, shutdown_signal()).await?;
     // Replication and anchors hold writer handles: stop them before the writer drains.

@@ -43,7 +43,9 @@ async fn every_route_is_documented_and_served() {
         replication_interval_ms: 2000,
         replication_max_backoff_ms: 30_000,
         anchor_interval_seconds: 60,
+        audit: Default::default(),
     };
+    let audit = Arc::new(rmledger_node::audit::NodeAudit::new(&config));
     let config = Arc::new(config);
     let replication = rmledger_node::replicate::Replication::new(
         ledger.clone(),
@@ -58,7 +60,7 @@ async fn every_route_is_documented_and_served() {
         config,
         metrics,
         replication,
-        audit: Arc::new(rmledger_node::audit::NodeAudit::new()),
+        audit,
     });
 
     let document = openapi_document();

@@ -287,6 +287,30 @@ impl<'de> serde::Deserialize<'de> for Period {
     }
 }
 
+/// An elapsed time written `30d`, `12h`, `15m`, `90s` or `500ms`, as milliseconds: the audit's
+/// deadlines, in the CLI's options and the node's `[audit]` settings. The error names the text.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        format!("{text:?}: write a whole number and a unit, e.g. 30d, 12h, 15m, 90s, 500ms")
+    })?;
+    let scale = match unit {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1_000,
+        "ms" => 1,
+        _ => return Err(format!("{text:?}: the unit must be d, h, m, s or ms")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +474,26 @@ mod tests {
                 prop_assert_eq!(p.to_string(), s);
             }
         }
+    }
+
+    #[test]
+    fn durations_parse_with_their_unit_and_name_bad_text() {
+        assert_eq!(parse_duration_ms("30d"), Ok(30 * 86_400_000));
+        assert_eq!(parse_duration_ms(" 12h "), Ok(12 * 3_600_000));
+        assert_eq!(parse_duration_ms("15m"), Ok(900_000));
+        assert_eq!(parse_duration_ms("90s"), Ok(90_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert!(parse_duration_ms("d").unwrap_err().contains("whole number"));
+        assert!(
+            parse_duration_ms("3w")
+                .unwrap_err()
+                .contains("unit must be")
+        );
+        assert!(parse_duration_ms("-1d").unwrap_err().contains("\"-1d\""));
+        assert!(
+            parse_duration_ms("99999999999999999d")
+                .unwrap_err()
+                .contains("too long")
+        );
     }
 }

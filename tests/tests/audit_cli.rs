@@ -636,4 +636,20 @@ fn lone_chain_goes_unanchored() {
         1,
         &["audit", "--anchor-max-age", "10ms", "--fail-on", "medium"],
     );
+
+    // The node's own audit: default deadlines, then the ones of `[audit]` in node.toml.
+    assert_eq!(ids(&node_findings(&jxim)), BTreeSet::new());
+    jxim.stop();
+    jxim.configure_peers_with(&[], |table| {
+        let mut audit = toml::Table::new();
+        audit.insert("anchor_max_age".into(), "10ms".into());
+        table.insert("audit".into(), audit.into());
+    });
+    jxim.start();
+    let served = node_findings(&jxim);
+    assert_eq!(
+        ids(&served),
+        ["chain/anchor-overdue/jxim".to_owned()].into(),
+        "{served}"
+    );
 }
