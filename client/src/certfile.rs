@@ -70,7 +70,7 @@ pub fn parse(text: &str, json: bool) -> Result<Certificate, (Option<String>, Str
     })?;
     certificate
         .validate()
-        .map_err(|e| (Some(e.field), e.rule))?;
+        .map_err(|e| (Some(e.field), format!("{} ({})", e.detail, e.rule)))?;
     Ok(certificate)
 }
 

@@ -569,8 +569,11 @@ impl From<FileError> for Failure {
 impl From<RecordError> for Failure {
     fn from(e: RecordError) -> Self {
         Self::refused(
-            format!("invalid record: field {}: {}", e.field, e.rule),
-            json!({"error": "invalid", "field": e.field, "rule": e.rule}),
+            format!(
+                "invalid record: field {}: {} ({})",
+                e.field, e.detail, e.rule
+            ),
+            json!({"error": "invalid", "field": e.field, "rule": e.rule, "detail": e.detail}),
         )
     }
 }

@@ -349,7 +349,7 @@ impl From<WriteError> for ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 error: "invalid",
                 field: Some(r.field),
-                rule: Some(r.rule),
+                rule: Some(r.rule.to_owned()),
                 detail,
             },
             WriteError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", detail),

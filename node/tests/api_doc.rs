@@ -64,6 +64,18 @@ fn every_rule_is_documented_with_its_status() {
 }
 
 #[test]
+fn every_static_rule_is_documented() {
+    let api = doc("api.md");
+    for (id, refuses) in rmledger_schema::records::STATIC_RULES {
+        let row = format!("| `{id}` | {refuses} |");
+        assert!(
+            api.contains(&row),
+            "docs/api.md: the static rule table needs the row `{row}`"
+        );
+    }
+}
+
+#[test]
 fn record_examples_parse_and_pass_static_rules() {
     let api = doc("api.md");
     let examples = fenced(&api, "json record");

@@ -605,19 +605,117 @@ pub struct AuditFinding {
     pub severity: Severity,
 }
 
-/// A static validation failure: the field (a path such as `values[1].uncertainty.expanded`)
-/// and the rule it breaks.
+/// A static validation failure: the field (a path such as `values[1].uncertainty.expanded`),
+/// the stable id of the rule it breaks (one of [`STATIC_RULES`]) and what is wrong, in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {rule}")]
+#[error("{field}: {detail}")]
 pub struct RecordError {
     pub field: String,
-    pub rule: String,
+    pub rule: &'static str,
+    pub detail: String,
 }
 
-fn fail<T>(field: impl Into<String>, rule: impl Into<String>) -> Result<T, RecordError> {
+/// Every static rule: its stable id and what it refuses. A 422 `invalid` answer names one of
+/// these ids in `rule` (docs/api.md lists them; a test keeps the two equal).
+pub const STATIC_RULES: &[(&str, &str)] = &[
+    (
+        "text-empty",
+        "a required text field is empty or only spaces",
+    ),
+    ("text-too-long", "a text field longer than 4000 characters"),
+    (
+        "text-control-characters",
+        "control characters other than newline and tab in a text field",
+    ),
+    (
+        "serial-format",
+        "a serial longer than 64 characters or containing spaces",
+    ),
+    (
+        "uncertainty-not-positive",
+        "an expanded uncertainty U that is not > 0",
+    ),
+    (
+        "coverage-factor-not-positive",
+        "a coverage factor k that is not > 0",
+    ),
+    (
+        "coverage-probability-range",
+        "a coverage probability outside (0, 1]",
+    ),
+    (
+        "relative-uncertainty-too-large",
+        "a relative uncertainty of 100 % or more",
+    ),
+    (
+        "quantity-not-positive",
+        "an amount (unit content, minimum sample size, quantity used) that is not > 0",
+    ),
+    ("batch-too-long", "a batch name longer than 64 characters"),
+    ("no-units", "a batch that produces no unit"),
+    ("no-values", "a certificate with no property value"),
+    (
+        "value-listed-twice",
+        "the same quantity (and basis) listed twice",
+    ),
+    (
+        "certified-value-without-uncertainty",
+        "a certified value without an expanded uncertainty",
+    ),
+    (
+        "certificate-without-certified-value",
+        "a certificate (not a product information sheet) with no certified value",
+    ),
+    (
+        "certificate-without-traceability",
+        "a certificate without a metrological traceability statement",
+    ),
+    (
+        "certificate-without-approving-officer",
+        "a certificate without an approving officer",
+    ),
+    (
+        "characterization-after-issue",
+        "a characterization date after the issue date",
+    ),
+    (
+        "characterization-date-required",
+        "validity counted from characterization without a characterization date",
+    ),
+    (
+        "validity-before-issue",
+        "a validity that ends on or before the issue date",
+    ),
+    (
+        "validity-out-of-range",
+        "a validity period that leaves the supported dates",
+    ),
+    ("member-without-keys", "an enrolment with no key"),
+    ("member-without-roles", "an enrolment with no role"),
+    (
+        "revision-numbering",
+        "a revision number below the first one (2 for a certificate, 1 for a verification)",
+    ),
+    (
+        "no-serials",
+        "a shipment, receipt or disposal listing no unit",
+    ),
+    (
+        "fork-objects-identical",
+        "a fork report whose two objects are the same",
+    ),
+];
+
+fn fail<T>(
+    field: impl Into<String>,
+    rule: &'static str,
+    detail: impl Into<String>,
+) -> Result<T, RecordError> {
+    debug_assert!(STATIC_RULES.iter().any(|(id, _)| *id == rule), "{rule}");
     Err(RecordError {
         field: field.into(),
-        rule: rule.into(),
+        rule,
+        detail: detail.into(),
     })
 }
 
@@ -626,16 +724,24 @@ pub const MAX_TEXT: usize = 4000;
 
 fn text(field: &str, value: &str, required: bool) -> Result<(), RecordError> {
     if required && value.trim().is_empty() {
-        return fail(field, "must not be empty");
+        return fail(field, "text-empty", "must not be empty");
     }
     if value.chars().count() > MAX_TEXT {
-        return fail(field, format!("longer than {MAX_TEXT} characters"));
+        return fail(
+            field,
+            "text-too-long",
+            format!("longer than {MAX_TEXT} characters"),
+        );
     }
     if value
         .chars()
         .any(|c| c.is_control() && c != '\n' && c != '\t')
     {
-        return fail(field, "contains control characters");
+        return fail(
+            field,
+            "text-control-characters",
+            "contains control characters",
+        );
     }
     Ok(())
 }
@@ -647,7 +753,11 @@ fn opt_text(field: &str, value: &Option<String>) -> Result<(), RecordError> {
 fn serial(field: &str, value: &str) -> Result<(), RecordError> {
     text(field, value, true)?;
     if value.len() > 64 || value.chars().any(char::is_whitespace) {
-        return fail(field, "a serial is at most 64 characters without spaces");
+        return fail(
+            field,
+            "serial-format",
+            "a serial is at most 64 characters without spaces",
+        );
     }
     Ok(())
 }
@@ -657,12 +767,14 @@ impl Uncertainty {
         if !self.expanded.is_positive() {
             return fail(
                 format!("{field}.expanded"),
+                "uncertainty-not-positive",
                 "expanded uncertainty U must be > 0",
             );
         }
         if !self.coverage_factor.is_positive() {
             return fail(
                 format!("{field}.coverage_factor"),
+                "coverage-factor-not-positive",
                 "coverage factor k must be > 0",
             );
         }
@@ -671,6 +783,7 @@ impl Uncertainty {
             if !p.is_positive() || *p > one {
                 return fail(
                     format!("{field}.coverage_probability"),
+                    "coverage-probability-range",
                     "must be a fraction in (0, 1], e.g. 0.95",
                 );
             }
@@ -678,6 +791,7 @@ impl Uncertainty {
         if self.relative && self.expanded >= Decimal::from_i64(100) {
             return fail(
                 format!("{field}.expanded"),
+                "relative-uncertainty-too-large",
                 "a relative uncertainty must be below 100 %",
             );
         }
@@ -688,7 +802,11 @@ impl Uncertainty {
 impl Quantity {
     fn validate(&self, field: &str) -> Result<(), RecordError> {
         if !self.value.is_positive() {
-            return fail(format!("{field}.value"), "must be > 0");
+            return fail(
+                format!("{field}.value"),
+                "quantity-not-positive",
+                "must be > 0",
+            );
         }
         Ok(())
     }
@@ -700,7 +818,7 @@ impl Certificate {
         text("name", &self.name, true)?;
         text("batch", &self.batch, true)?;
         if self.batch.len() > 64 {
-            return fail("batch", "at most 64 characters");
+            return fail("batch", "batch-too-long", "at most 64 characters");
         }
         text("intended_use", &self.intended_use, true)?;
         for (field, value) in [
@@ -716,10 +834,18 @@ impl Certificate {
             opt_text(field, value)?;
         }
         if self.units.is_empty() {
-            return fail("units", "a batch must produce at least one unit");
+            return fail(
+                "units",
+                "no-units",
+                "a batch must produce at least one unit",
+            );
         }
         if self.values.is_empty() {
-            return fail("values", "at least one property value is required");
+            return fail(
+                "values",
+                "no-values",
+                "at least one property value is required",
+            );
         }
         for (i, value) in self.values.iter().enumerate() {
             let field = format!("values[{i}]");
@@ -732,6 +858,7 @@ impl Certificate {
             {
                 return fail(
                     format!("{field}.quantity"),
+                    "value-listed-twice",
                     format!("{:?} is listed twice", value.quantity),
                 );
             }
@@ -739,6 +866,7 @@ impl Certificate {
                 (None, ValueKind::Certified) => {
                     return fail(
                         format!("{field}.uncertainty"),
+                        "certified-value-without-uncertainty",
                         "a certified value needs an expanded uncertainty U",
                     );
                 }
@@ -750,18 +878,21 @@ impl Certificate {
             if !self.values.iter().any(|v| v.kind == ValueKind::Certified) {
                 return fail(
                     "values",
+                    "certificate-without-certified-value",
                     "a certificate needs at least one certified value (else use product_information_sheet)",
                 );
             }
             if self.traceability.is_none() {
                 return fail(
                     "traceability",
+                    "certificate-without-traceability",
                     "a certificate needs a metrological traceability statement",
                 );
             }
             if self.approving_officer.is_none() {
                 return fail(
                     "approving_officer",
+                    "certificate-without-approving-officer",
                     "a certificate needs an approving officer",
                 );
             }
@@ -783,12 +914,17 @@ impl Certificate {
         if let Some(characterized) = &self.characterization_date
             && *characterized > self.issue_date
         {
-            return fail("characterization_date", "is after the issue date");
+            return fail(
+                "characterization_date",
+                "characterization-after-issue",
+                "is after the issue date",
+            );
         }
         match &self.validity {
             Validity::Until(date) if *date <= self.issue_date => {
                 return fail(
                     "validity",
+                    "validity-before-issue",
                     format!(
                         "expiry {date} is not after the issue date {}",
                         self.issue_date
@@ -799,15 +935,20 @@ impl Certificate {
                 None => {
                     return fail(
                         "characterization_date",
+                        "characterization-date-required",
                         "required when validity is counted from characterization",
                     );
                 }
                 Some(date) => match date.add_period(period) {
                     Ok(end) if end <= self.issue_date => {
-                        return fail("validity", "the validity period ends before the issue date");
+                        return fail(
+                            "validity",
+                            "validity-before-issue",
+                            "the validity period ends before the issue date",
+                        );
                     }
                     Ok(_) => {}
-                    Err(e) => return fail("validity", e.to_string()),
+                    Err(e) => return fail("validity", "validity-out-of-range", e.to_string()),
                 },
             },
             _ => {}
@@ -886,10 +1027,18 @@ impl Record {
             Record::Enrol(r) => {
                 text("name", &r.name, true)?;
                 if r.keys.is_empty() {
-                    return fail("keys", "a member needs at least one key");
+                    return fail(
+                        "keys",
+                        "member-without-keys",
+                        "a member needs at least one key",
+                    );
                 }
                 if r.roles.is_empty() {
-                    return fail("roles", "a member needs at least one role");
+                    return fail(
+                        "roles",
+                        "member-without-roles",
+                        "a member needs at least one role",
+                    );
                 }
                 Ok(())
             }
@@ -904,12 +1053,13 @@ impl Record {
                 if r.revision < 2 {
                     return fail(
                         "revision",
+                        "revision-numbering",
                         "revisions are numbered from 2 (registration is revision 1)",
                     );
                 }
                 r.certificate.validate().map_err(|e| RecordError {
                     field: format!("certificate.{}", e.field),
-                    rule: e.rule,
+                    ..e
                 })
             }
             Record::StabilityCheck(r) => {
@@ -926,7 +1076,11 @@ impl Record {
                     serial("sample", s)?;
                 }
                 if r.revision < 1 {
-                    return fail("revision", "revisions are numbered from 1");
+                    return fail(
+                        "revision",
+                        "revision-numbering",
+                        "revisions are numbered from 1",
+                    );
                 }
                 r.uncertainty.validate("uncertainty")
             }
@@ -934,9 +1088,15 @@ impl Record {
             | Record::Reinstated(r)
             | Record::Recalled(r)
             | Record::Withdrawn(r) => text("reason", &r.reason, true),
-            Record::Shipped(r) if r.serials.is_empty() => fail("serials", "no units listed"),
-            Record::Received(r) if r.serials.is_empty() => fail("serials", "no units listed"),
-            Record::Disposed(r) if r.serials.is_empty() => fail("serials", "no units listed"),
+            Record::Shipped(r) if r.serials.is_empty() => {
+                fail("serials", "no-serials", "no units listed")
+            }
+            Record::Received(r) if r.serials.is_empty() => {
+                fail("serials", "no-serials", "no units listed")
+            }
+            Record::Disposed(r) if r.serials.is_empty() => {
+                fail("serials", "no-serials", "no units listed")
+            }
             Record::Shipped(_) | Record::Received(_) => Ok(()),
             Record::Disposed(r) => opt_text("reason", &r.reason),
             Record::Opened(r) => serial("serial", &r.serial),
@@ -950,7 +1110,11 @@ impl Record {
             Record::Anchor(_) => Ok(()),
             Record::ForkReported(r) => {
                 if r.first == r.second {
-                    return fail("second", "the two objects are identical: no conflict");
+                    return fail(
+                        "second",
+                        "fork-objects-identical",
+                        "the two objects are identical: no conflict",
+                    );
                 }
                 Ok(())
             }
@@ -960,5 +1124,37 @@ impl Record {
                 text("summary", &r.summary, true)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_rule_ids_are_unique_kebab_case_and_named_by_failures() {
+        let mut ids: Vec<&str> = STATIC_RULES.iter().map(|(id, _)| *id).collect();
+        assert!(
+            ids.iter()
+                .all(|id| id.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), STATIC_RULES.len(), "an id is listed twice");
+
+        let mut cert = crate::testkit::soil_certificate("2025a");
+        cert.values[0].uncertainty.as_mut().unwrap().coverage_factor = Decimal::from_i64(0);
+        let e = Record::BatchRegistered(cert).validate().unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.rule),
+            (
+                "values[0].uncertainty.coverage_factor",
+                "coverage-factor-not-positive"
+            )
+        );
+        assert_eq!(
+            e.to_string(),
+            "values[0].uncertainty.coverage_factor: coverage factor k must be > 0"
+        );
     }
 }

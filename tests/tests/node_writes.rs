@@ -125,8 +125,13 @@ async fn request_errors_write_nothing() {
     no_u.values[0].uncertainty = None;
     let error = refused(api, &records::register(no_u), 422, "invalid").await;
     assert_eq!(error.field.as_deref(), Some("values[0].uncertainty"));
+    assert_eq!(
+        error.rule.as_deref(),
+        Some("certified-value-without-uncertainty"),
+        "{error:?}"
+    );
     assert!(
-        error.rule.as_deref().is_some_and(|r| !r.is_empty()),
+        error.detail.contains("needs an expanded uncertainty"),
         "{error:?}"
     );
     let mut zero_u = records::soil("2026-001");
@@ -136,6 +141,7 @@ async fn request_errors_write_nothing() {
         error.field.as_deref(),
         Some("values[0].uncertainty.expanded")
     );
+    assert_eq!(error.rule.as_deref(), Some("uncertainty-not-positive"));
     let error = refused(
         api,
         &records::suspend(first.entry_id(), "  "),
@@ -144,6 +150,7 @@ async fn request_errors_write_nothing() {
     )
     .await;
     assert_eq!(error.field.as_deref(), Some("reason"));
+    assert_eq!(error.rule.as_deref(), Some("text-empty"));
 
     // 404: a certificate nobody registered.
     let unknown = EntryId([7; 32]);
