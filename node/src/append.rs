@@ -597,12 +597,12 @@ fn check(
 
 /// Carries an accepted entry's effects into the batch's pending state.
 fn apply(pending: &mut Pending<'_>, entry: &Entry, offset: i32) {
-    let registrar = pending.ledger.genesis().registrar().clone();
-    if *entry.chain() == registrar {
+    let ledger = pending.ledger;
+    if entry.chain() == ledger.genesis().registrar() {
         let mut membership = pending
             .membership
             .take()
-            .unwrap_or_else(|| pending.ledger.membership().clone());
+            .unwrap_or_else(|| ledger.membership().clone());
         if let Err(e) = membership.apply(entry) {
             tracing::error!(error = %e, "a checked membership record did not apply");
         }

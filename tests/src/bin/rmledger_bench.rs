@@ -111,10 +111,19 @@ fn main() -> anyhow::Result<()> {
             );
             let target = Target::parse(&url)?;
             let chain = OrgId::new(&chain)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads.max(1))
-                .enable_all()
-                .build()?;
+            // One thread (the default): a current-thread runtime, which wakes a task without
+            // the work-stealing scheduler's cross-thread hand-offs; the generator's CPU is
+            // taken from the same 2 cores as the node's.
+            let runtime = if threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()?
+            };
             let report = runtime.block_on(append(AppendRun {
                 target,
                 token,
