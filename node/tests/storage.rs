@@ -558,14 +558,15 @@ fn position_file_naming_another_head_rebuilds_the_index() {
     let before = state(&store);
     store.flush().unwrap();
     drop(store);
-    // Swap the last two records: both point into the log in order-breaking ways or name
-    // another head; either way the files and sled disagree.
+    // Swap the ids of the last two records: the file now ends in another entry than sled's
+    // head of the chain.
     let path = position_file(tmp.path(), &lab.chain);
     let mut bytes = fs::read(&path).unwrap();
     let n = bytes.len();
     let r = RECORD_LEN as usize;
     let last = bytes[n - r..].to_vec();
-    bytes[n - r + 48..].copy_from_slice(&bytes[n - 2 * r + 48..n - r].to_vec());
+    let before_last = bytes[n - 2 * r + 48..n - r].to_vec();
+    bytes[n - r + 48..].copy_from_slice(&before_last);
     bytes[n - 2 * r + 48..n - r].copy_from_slice(&last[48..]);
     fs::write(&path, &bytes).unwrap();
     let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
