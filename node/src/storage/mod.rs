@@ -103,10 +103,11 @@
 //! # Concurrency
 //!
 //! Appends are serialized (a writer mutex; the node has a single writer task anyway). Reads run
-//! concurrently with appends and with each other: they look up the position files or sled and `pread`
-//! ([`FileExt::read_exact_at`]) shared segment handles, and never wait on an fsync. The
-//! per-chain metadata with its Merkle frontier is kept in memory for O(log n) appends; its lock
-//! is held only to copy or publish it, never across I/O.
+//! concurrently with appends and with each other: they look up the position files or sled and
+//! `pread` ([`FileExt::read_exact_at`]) shared segment handles, and never wait on an fsync; a
+//! position record is read only below the chain's published size, so it is completely written.
+//! The per-chain metadata with its Merkle frontier is kept in memory for O(log n) appends; its
+//! lock is held only to copy or publish it, never across I/O.
 //!
 //! After an I/O or sled failure inside `append`, the in-memory state may disagree with the disk,
 //! so the store refuses further appends ([`StorageError::Poisoned`]); a restart recovers from
