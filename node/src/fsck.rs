@@ -1,7 +1,8 @@
 //! `rmledger-node fsck`: re-verifies everything stored, from the segment files up, and reports
 //! the first problem: every record's framing and hash, every entry's encoding, chain links,
 //! signatures and authorisation (membership folded from the registrar's chain), every
-//! checkpoint's signature, root and certificate map root, and the index's trees against roots recomputed from the
+//! checkpoint's signature, root and certificate map root, the index's record of every entry
+//! (position, leaf hash, id lookup), and the index's trees against roots recomputed from the
 //! entries themselves.
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,10 @@ pub fn fsck(store: &Store, genesis: &Genesis) -> Result<FsckReport, String> {
                         return ControlFlow::Break(());
                     }
                 };
+                if let Err(e) = store.check_indexed(&record, &entry) {
+                    problem = Some(format!("{at}: {e}; run `rmledger-node reindex`"));
+                    return ControlFlow::Break(());
+                }
                 let chain = entry.chain().clone();
                 let tip = tips
                     .entry(chain.clone())

@@ -22,7 +22,22 @@
 //! checkpoint ever signed or received stays on disk as evidence (a later, inconsistent
 //! checkpoint from a peer is exactly what fork evidence needs).
 //!
-//! # The index: sled 0.34.7, derived and rebuildable
+//! # The index: position files and sled 0.34.7, derived and rebuildable
+//!
+//! Everything under `<dir>/index` is derived from the segments and is rebuilt when in doubt.
+//! It has two parts:
+//!
+//! - **Per-entry data** (where each entry is, its leaf hash, its id) is in one append-only file
+//!   per chain, `index/chains/<chain>.pos`, with a fixed-width 80-byte record per entry
+//!   (segment u32, frame offset u64, length u32, RFC 9162 leaf hash, entry id; little-endian),
+//!   so the record of seq `n` is at byte `80·n` and a read is one `pread`; ids are found through
+//!   an in-memory map rebuilt from the files at open (see `positions.rs`). This departs from
+//!   DESIGN's "sled holds the derived index": a sled key costs ~20 µs of CPU, and two per entry
+//!   were the largest cost of an append and of a mirror's catch-up after the signature check.
+//!   The files are written with each append (after the segment's `fdatasync`, before sled) and
+//!   never synced themselves: opening reconciles them with sled.
+//! - **sled** (`index/sled`) holds the rest: chain metas, Merkle nodes of levels ≥ 4, the newest
+//!   checkpoints, the certificate and anchor keys.
 //!
 //! sled's `flush` is `sync_file_range` on Linux (not power-loss durable) and 0.34.7 has open
 //! corruption reports, so sled holds nothing that cannot be recomputed from the segments. One
@@ -35,9 +50,7 @@
 //! | `!version` | format version byte ([`INDEX_VERSION`]); another value means "rebuild" |
 //! | `!applied` | segment u32, offset u64: the log position the index covers |
 //! | `m chain 0` | size u64, head [`EntryId`] (the chain's meta) |
-//! | `p chain 0 seq` | segment u32, offset u64 (of the frame), length u32, then the entry's 32-byte RFC 9162 leaf hash (tree level 0) |
-//! | `i id` | `chain 0 seq` |
-//! | `n chain 0 level u8 index u64` | 32-byte complete-subtree hash (RFC 9162), levels ≥ 4 ([`LOWEST_STORED_LEVEL`]; level 0 is in `p`, levels 1–3 are folded from it on read) |
+//! | `n chain 0 level u8 index u64` | 32-byte complete-subtree hash (RFC 9162), levels ≥ 4 ([`LOWEST_STORED_LEVEL`]; level 0 is in the position file, levels 1–3 are folded from it on read) |
 //! | `k chain 0` | frame position and length, size u64, time u64 of the newest checkpoint |
 //! | `c cert` | `chain 0 seq` of the `BatchRegistered` entry |
 //! | `r code 0 batch 0 cert` | empty: certificates by catalogue code and batch |
@@ -62,6 +75,15 @@
 //! segments, or its chain metadata cannot be loaded, the index directory is deleted and rebuilt
 //! from segment 0; otherwise the log is replayed from `applied`. If a replay from `applied`
 //! fails, a full rebuild is tried before giving up, so a bad `applied` mark cannot fail the node.
+//!
+//! Before the replay, each position file is reconciled with the chain size sled holds (the two
+//! are flushed independently, so after a crash either may be ahead): the file's intact prefix
+//! is kept (records pointing inside the segments, in increasing log order, at most `size` of
+//! them) and the rest cut off — a torn last record, a tail sled never committed, pages a power
+//! loss zeroed. A chain with fewer intact records than its size has the missing ones
+//! re-derived from the segments, reading from its last intact record up to `applied`; a file
+//! whose last record is not sled's head of the chain fails the resume (so the index is
+//! rebuilt). The replay from `applied` then writes the records after it as appends do.
 //! Replay checks every frame's hash, decodes entries with [`Entry::decode`] and checkpoints with
 //! [`Checkpoint::decode`], and checks chain continuity (`seq == size`, `prev == head`).
 //!
@@ -81,10 +103,11 @@
 //! # Concurrency
 //!
 //! Appends are serialized (a writer mutex; the node has a single writer task anyway). Reads run
-//! concurrently with appends and with each other: they look up sled and `pread`
-//! ([`FileExt::read_exact_at`]) shared segment handles, and never wait on an fsync. The
-//! per-chain metadata with its Merkle frontier is kept in memory for O(log n) appends; its lock
-//! is held only to copy or publish it, never across I/O.
+//! concurrently with appends and with each other: they look up the position files or sled and
+//! `pread` ([`FileExt::read_exact_at`]) shared segment handles, and never wait on an fsync; a
+//! position record is read only below the chain's published size, so it is completely written.
+//! The per-chain metadata with its Merkle frontier is kept in memory for O(log n) appends; its
+//! lock is held only to copy or publish it, never across I/O.
 //!
 //! After an I/O or sled failure inside `append`, the in-memory state may disagree with the disk,
 //! so the store refuses further appends ([`StorageError::Poisoned`]); a restart recovers from
@@ -101,6 +124,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use positions::{PositionRecord, Positions};
+
 use rmledger_schema::checkpoint::{Checkpoint, MAX_CHECKPOINT_BYTES};
 use rmledger_schema::entry::{Entry, MAX_ENTRY_BYTES};
 use rmledger_schema::ids::{CertificateId, EntryId, OrgId, TreeHash};
@@ -108,8 +133,15 @@ use rmledger_schema::merkle::{self, Frontier, Hash, NodeSource, ProofError, Sha2
 use rmledger_schema::records::Record;
 use rmledger_schema::rmcode::RmCode;
 
+mod positions;
+
 /// Version of the index layout; an index with another version is rebuilt.
-pub const INDEX_VERSION: u8 = 4;
+pub const INDEX_VERSION: u8 = 5;
+
+/// sled's directory inside `<dir>/index`.
+const SLED_DIR: &str = "sled";
+/// The position files' directory inside `<dir>/index`.
+const POSITIONS_DIR: &str = "chains";
 
 /// The lowest Merkle tree level with `n` keys. A node of a level in 1..this is recomputed from
 /// its at most `2^(this - 1)` leaf hashes when a proof or the frontier needs it: an `n` key per
@@ -137,8 +169,6 @@ const EMPTY: &[u8] = &[];
 const KEY_VERSION: &[u8] = b"!version";
 const KEY_APPLIED: &[u8] = b"!applied";
 const P_META: u8 = b'm';
-const P_POS: u8 = b'p';
-const P_ID: u8 = b'i';
 const P_NODE: u8 = b'n';
 const P_CKPT: u8 = b'k';
 const P_CERT: u8 = b'c';
@@ -350,6 +380,8 @@ pub struct Store {
     options: StoreOptions,
     db: sled::Db,
     index: sled::Tree,
+    /// Per-entry positions, leaf hashes and ids.
+    positions: Positions,
     /// Segment handles for `pread`, by segment number.
     segments: RwLock<Vec<Arc<File>>>,
     writer: Mutex<Writer>,
@@ -377,12 +409,6 @@ fn chain_key(prefix: u8, chain: &OrgId) -> Vec<u8> {
     k.push(prefix);
     k.extend_from_slice(chain.as_str().as_bytes());
     k.push(0);
-    k
-}
-
-fn pos_key(chain: &OrgId, seq: u64) -> Vec<u8> {
-    let mut k = chain_key(P_POS, chain);
-    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -778,31 +804,24 @@ where
 /// A chain's stored complete-subtree hashes as a [`NodeSource`]: proofs cost O(log n) reads.
 struct ChainNodes<'a> {
     index: &'a sled::Tree,
+    positions: &'a Positions,
     chain: &'a OrgId,
 }
 
 impl ChainNodes<'_> {
-    /// A node below [`LOWEST_STORED_LEVEL`], folded from its `2^level` leaf hashes (one range
-    /// scan of the chain's `p` keys); `None` when a leaf is missing.
+    /// A node below [`LOWEST_STORED_LEVEL`] (level 0 included), folded from its `2^level` leaf
+    /// hashes (one read of the chain's position file); `None` when a leaf is missing.
     fn derived(&self, level: u32, index: u64) -> Result<Option<Hash>, StorageError> {
         let width = 1u64 << level;
         let Some(first) = index.checked_mul(width) else {
             return Ok(None);
         };
-        let Some(end) = first.checked_add(width) else {
-            return Ok(None);
-        };
-        let mut hashes = Vec::with_capacity(width as usize);
-        for item in self
-            .index
-            .range(pos_key(self.chain, first)..pos_key(self.chain, end))
-        {
-            let (_, v) = item?;
-            match v.get(16..48).and_then(|h| Hash::try_from(h).ok()) {
-                Some(h) => hashes.push(h),
-                None => return Ok(None),
-            }
-        }
+        let mut hashes: Vec<Hash> = self
+            .positions
+            .read(self.chain, first, width)?
+            .into_iter()
+            .map(|r| r.leaf)
+            .collect();
         if hashes.len() as u64 != width {
             return Ok(None);
         }
@@ -826,12 +845,7 @@ impl NodeSource for ChainNodes<'_> {
                 self.chain
             )));
         }
-        let value = if level == 0 {
-            // Leaf hashes are stored after the entry's position.
-            self.index
-                .get(pos_key(self.chain, index))?
-                .and_then(|v| v.get(16..48).and_then(|h| Hash::try_from(h).ok()))
-        } else if level < LOWEST_STORED_LEVEL {
+        let value = if level < LOWEST_STORED_LEVEL {
             self.derived(level, index)?
         } else {
             self.index
@@ -869,6 +883,9 @@ fn proof_error(e: ProofError<StorageError>) -> StorageError {
 /// Builds the index updates of a run of records over a working copy of the chains they touch.
 struct Indexer<'a> {
     index: &'a sled::Tree,
+    positions: &'a Positions,
+    /// Position records of this run per chain: the first seq, the encoded records, their ids.
+    pending: Vec<PendingRecords>,
     /// Chains touched so far (pre-filled by the caller with their current state).
     chains: HashMap<OrgId, ChainMeta>,
     /// Chains whose meta key must be rewritten.
@@ -879,10 +896,24 @@ struct Indexer<'a> {
     records: usize,
 }
 
+/// Consecutive position records of one chain waiting for [`Indexer::commit`].
+struct PendingRecords {
+    chain: OrgId,
+    first: u64,
+    records: Vec<u8>,
+    ids: Vec<EntryId>,
+}
+
 impl<'a> Indexer<'a> {
-    fn new(index: &'a sled::Tree, chains: HashMap<OrgId, ChainMeta>) -> Self {
+    fn new(
+        index: &'a sled::Tree,
+        positions: &'a Positions,
+        chains: HashMap<OrgId, ChainMeta>,
+    ) -> Self {
         Self {
             index,
+            positions,
+            pending: Vec::new(),
             chains,
             dirty: Vec::new(),
             checkpoints: HashMap::new(),
@@ -921,17 +952,34 @@ impl<'a> Indexer<'a> {
         let seq = entry.seq();
         let id = entry.id();
         let at = chain_seq(chain, seq);
-        // The leaf hash (level 0 of the tree) rides in the position's value: one key less
-        // per entry. Only complete subtrees of level >= LOWEST_STORED_LEVEL get `n` keys (one
-        // per 2^LOWEST_STORED_LEVEL entries instead of ~1 per entry); lower ones are folded
-        // from the leaves when a proof needs them.
-        let mut value = [0u8; 16 + 32];
-        value[..16].copy_from_slice(&pos.encode());
-        if let Some((0, _, leaf)) = created.first() {
-            value[16..].copy_from_slice(leaf);
-        }
-        self.batch.insert(pos_key(chain, seq), &value[..]);
-        self.batch.insert(id_key(P_ID, &id), at.clone());
+        // The position, leaf hash (level 0 of the tree) and id go to the chain's position
+        // file. Only complete subtrees of level >= LOWEST_STORED_LEVEL get `n` keys (one per
+        // 2^LOWEST_STORED_LEVEL entries instead of ~1 per entry); lower ones are folded from
+        // the leaves when a proof needs them.
+        let leaf = match created.first() {
+            Some((0, _, leaf)) => *leaf,
+            _ => entry.leaf_hash().0,
+        };
+        let record = PositionRecord { pos, leaf, id };
+        let pending = match self.pending.iter().position(|p| p.chain == *chain) {
+            Some(i) => &mut self.pending[i],
+            None => {
+                self.pending.push(PendingRecords {
+                    chain: chain.clone(),
+                    first: seq,
+                    records: Vec::new(),
+                    ids: Vec::new(),
+                });
+                self.pending.last_mut().unwrap_or_else(|| unreachable!())
+            }
+        };
+        debug_assert_eq!(
+            pending.first + pending.ids.len() as u64,
+            seq,
+            "a chain's records in one run are consecutive"
+        );
+        record.encode_into(&mut pending.records);
+        pending.ids.push(id);
         for (level, index, hash) in created {
             if level >= LOWEST_STORED_LEVEL {
                 self.batch.insert(node_key(chain, level, index), &hash[..]);
@@ -995,9 +1043,16 @@ impl<'a> Indexer<'a> {
         Ok(())
     }
 
-    /// Adds the chain metas and the applied mark, applies the batch, and returns the chains
-    /// touched for publishing.
+    /// Writes the position records, adds the chain metas and the applied mark, applies the
+    /// batch, and returns the chains touched for publishing.
+    ///
+    /// The position files are written before sled: a crash in between leaves records beyond
+    /// sled's sizes, which the next open cuts off and replays (either order would be recovered;
+    /// this one never needs the segments re-read for a process crash).
     fn commit(&mut self, applied: (u32, u64)) -> Result<Vec<(OrgId, ChainMeta)>, StorageError> {
+        for p in &self.pending {
+            self.positions.write(&p.chain, p.first, &p.records)?;
+        }
         let mut touched = Vec::with_capacity(self.dirty.len());
         for chain in self.dirty.drain(..) {
             let Some(meta) = self.chains.get(&chain) else {
@@ -1011,6 +1066,9 @@ impl<'a> Indexer<'a> {
         self.batch
             .insert(KEY_APPLIED, &encode_applied(applied.0, applied.1)[..]);
         self.index.apply_batch(std::mem::take(&mut self.batch))?;
+        for p in self.pending.drain(..) {
+            self.positions.insert_ids(&p.chain, p.first, &p.ids);
+        }
         self.checkpoints.clear();
         self.records = 0;
         Ok(touched)
@@ -1031,9 +1089,12 @@ fn open_sled(path: &Path, options: &StoreOptions) -> Result<sled::Db, String> {
     }
 }
 
-/// Loads the chain metas and frontiers from the index.
-fn load_chains(index: &sled::Tree) -> Result<HashMap<OrgId, ChainMeta>, StorageError> {
-    let mut chains = HashMap::new();
+/// Each chain's size and head, as the index's `m` keys hold them.
+type Metas = HashMap<OrgId, (u64, Option<EntryId>)>;
+
+/// Loads the chain sizes and heads from the index.
+fn load_metas(index: &sled::Tree) -> Result<Metas, StorageError> {
+    let mut metas = HashMap::new();
     for item in index.scan_prefix([P_META]) {
         let (k, v) = item?;
         let bad = || StorageError::Inconsistent(format!("bad chain meta {k:02x?}"));
@@ -1051,15 +1112,26 @@ fn load_chains(index: &sled::Tree) -> Result<HashMap<OrgId, ChainMeta>, StorageE
             .get(8..40)
             .and_then(|b| EntryId::from_slice(b).ok())
             .ok_or_else(bad)?;
-        let frontier = Frontier::load(
-            &ChainNodes {
-                index,
-                chain: &name,
-            },
-            size,
-        )?;
-        let head = (size > 0).then_some(head);
-        chains.insert(name, ChainMeta { head, frontier });
+        metas.insert(name, (size, (size > 0).then_some(head)));
+    }
+    Ok(metas)
+}
+
+/// Loads the chains' Merkle frontiers (the position files must hold every entry of `metas`).
+fn load_chains(
+    index: &sled::Tree,
+    positions: &Positions,
+    metas: &Metas,
+) -> Result<HashMap<OrgId, ChainMeta>, StorageError> {
+    let mut chains = HashMap::with_capacity(metas.len());
+    for (name, &(size, head)) in metas {
+        let nodes = ChainNodes {
+            index,
+            positions,
+            chain: name,
+        };
+        let frontier = Frontier::load(&nodes, size)?;
+        chains.insert(name.clone(), ChainMeta { head, frontier });
     }
     Ok(chains)
 }
@@ -1090,10 +1162,11 @@ impl Opening {
     fn replay(
         &mut self,
         index: &sled::Tree,
+        positions: &Positions,
         chains: HashMap<OrgId, ChainMeta>,
         start: (u32, u64),
     ) -> Result<Replayed, StorageError> {
-        let mut indexer = Indexer::new(index, chains);
+        let mut indexer = Indexer::new(index, positions, chains);
         let mut at = start;
         for segment in start.0..self.count {
             let path = segment_path(&self.dir, segment);
@@ -1157,6 +1230,112 @@ impl Opening {
         }
         indexer.commit(at)?;
         Ok((indexer.chains, at))
+    }
+
+    /// Re-derives the position records the files lack (`short`) from the segments before
+    /// `applied`, from the last intact record of those chains on (the log's start when a chain
+    /// has none). Decodes only entries; the rest of the index is not touched.
+    fn rederive(
+        &mut self,
+        positions: &Positions,
+        short: &[positions::Short],
+        applied: (u32, u64),
+    ) -> Result<(), StorageError> {
+        let mut start = applied;
+        for s in short {
+            let from = if s.valid == 0 {
+                (0, 0)
+            } else {
+                let last = positions.read(&s.chain, s.valid - 1, 1)?;
+                let last = last.first().ok_or_else(|| {
+                    StorageError::Inconsistent(format!("position file of {} shrank", s.chain))
+                })?;
+                (last.pos.segment, last.pos.offset)
+            };
+            start = start.min(from);
+        }
+        tracing::warn!(
+            chains = short.len(),
+            from_segment = start.0,
+            from_offset = start.1,
+            "position files are behind the index: re-deriving their tail from the segments"
+        );
+        let mut pending: HashMap<&OrgId, (u64, u64, PendingRecords)> = short
+            .iter()
+            .map(|s| {
+                let records = PendingRecords {
+                    chain: s.chain.clone(),
+                    first: s.valid,
+                    records: Vec::new(),
+                    ids: Vec::new(),
+                };
+                (&s.chain, (s.valid, s.size, records))
+            })
+            .collect();
+        for segment in start.0..=applied.0 {
+            let path = segment_path(&self.dir, segment);
+            let offset = if segment == start.0 { start.1 } else { 0 };
+            let end = (segment == applied.0).then_some(applied.1);
+            let mut reader = SegmentReader::open(&path, offset, end)?;
+            loop {
+                let (offset, bytes) = match reader.next()? {
+                    Step::End => break,
+                    Step::Bad { offset, detail } => {
+                        return Err(StorageError::Corrupt {
+                            segment,
+                            offset,
+                            detail,
+                        });
+                    }
+                    Step::Record {
+                        kind: RecordType::Checkpoint,
+                        ..
+                    } => continue,
+                    Step::Record { offset, bytes, .. } => (offset, bytes),
+                };
+                let entry = Entry::decode(&bytes).map_err(|e| StorageError::Corrupt {
+                    segment,
+                    offset,
+                    detail: format!("entry does not decode: {e}"),
+                })?;
+                let Some((next, size, records)) = pending.get_mut(entry.chain()) else {
+                    continue;
+                };
+                if entry.seq() < *next || *next >= *size {
+                    continue;
+                }
+                if entry.seq() != *next {
+                    return Err(StorageError::Inconsistent(format!(
+                        "chain {}: entry at seq {} found where seq {next} was expected",
+                        entry.chain(),
+                        entry.seq()
+                    )));
+                }
+                let pos = Pos {
+                    segment,
+                    offset,
+                    len: bytes.len() as u32,
+                };
+                PositionRecord {
+                    pos,
+                    leaf: entry.leaf_hash().0,
+                    id: entry.id(),
+                }
+                .encode_into(&mut records.records);
+                records.ids.push(entry.id());
+                *next += 1;
+            }
+        }
+        for (chain, (next, size, records)) in pending {
+            if next != size {
+                return Err(StorageError::Inconsistent(format!(
+                    "chain {chain}: the index says {size} entries, the segments before its applied mark hold {next}"
+                )));
+            }
+            positions.write(chain, records.first, &records.records)?;
+            positions.insert_ids(chain, records.first, &records.ids);
+        }
+        Ok(())
     }
 
     fn truncate(
@@ -1227,9 +1406,11 @@ impl Store {
 
         // Try the existing index first.
         let mut attempt = None;
-        match open_sled(&index_dir, &options) {
-            Ok(db) => match Self::resume(&mut opening, &db, &lens) {
-                Ok(Some((chains, end))) => attempt = Some((db, chains, end)),
+        match open_sled(&index_dir.join(SLED_DIR), &options) {
+            Ok(db) => match Self::resume(&mut opening, &db, &index_dir, &lens) {
+                Ok(Some((positions, (chains, end)))) => {
+                    attempt = Some((db, positions, chains, end));
+                }
                 Ok(None) => drop(db),
                 Err(e) => {
                     tracing::warn!(error = %e, "index replay failed; rebuilding the index");
@@ -1238,14 +1419,15 @@ impl Store {
             },
             Err(e) => tracing::warn!(error = %e, "index cannot be opened; rebuilding it"),
         }
-        let (db, chains, end) = match attempt {
+        let (db, positions, chains, end) = match attempt {
             Some(a) => a,
             None => {
                 // Keep `truncated` from a failed resume; count the replay afresh.
                 opening.recovery.rebuilt = true;
                 opening.recovery.replayed = 0;
-                let (db, (chains, end)) = Self::rebuild(&mut opening, &index_dir, &options)?;
-                (db, chains, end)
+                let (db, positions, (chains, end)) =
+                    Self::rebuild(&mut opening, &index_dir, &options)?;
+                (db, positions, chains, end)
             }
         };
         let mut files = Vec::with_capacity(count as usize);
@@ -1257,6 +1439,7 @@ impl Store {
             options,
             index: db.open_tree("index")?,
             db,
+            positions,
             segments: RwLock::new(files),
             writer: Mutex::new(Writer {
                 segment: end.0,
@@ -1279,8 +1462,9 @@ impl Store {
     fn resume(
         opening: &mut Opening,
         db: &sled::Db,
+        index_dir: &Path,
         lens: &[u64],
-    ) -> Result<Option<Replayed>, StorageError> {
+    ) -> Result<Option<(Positions, Replayed)>, StorageError> {
         let index = db.open_tree("index")?;
         if index.get(KEY_VERSION)?.as_deref() != Some(&[INDEX_VERSION][..]) {
             return Ok(None);
@@ -1295,8 +1479,15 @@ impl Store {
             tracing::warn!(?applied, "index is ahead of the segments");
             return Ok(None);
         }
-        let chains = load_chains(&index)?;
-        opening.replay(&index, chains, applied).map(Some)
+        let metas = load_metas(&index)?;
+        let positions = Positions::open(&index_dir.join(POSITIONS_DIR))?;
+        let short = positions.load(&metas, lens)?;
+        if !short.is_empty() {
+            opening.rederive(&positions, &short, applied)?;
+        }
+        let chains = load_chains(&index, &positions, &metas)?;
+        let replayed = opening.replay(&index, &positions, chains, applied)?;
+        Ok(Some((positions, replayed)))
     }
 
     /// Deletes the index directory and rebuilds it from segment 0.
@@ -1304,16 +1495,17 @@ impl Store {
         opening: &mut Opening,
         index_dir: &Path,
         options: &StoreOptions,
-    ) -> Result<(sled::Db, Replayed), StorageError> {
+    ) -> Result<(sled::Db, Positions, Replayed), StorageError> {
         if index_dir.exists() {
             fs::remove_dir_all(index_dir).map_err(io_err(index_dir))?;
         }
-        let db = open_sled(index_dir, options)
+        let db = open_sled(&index_dir.join(SLED_DIR), options)
             .map_err(|e| StorageError::Inconsistent(format!("cannot create a fresh index: {e}")))?;
+        let positions = Positions::open(&index_dir.join(POSITIONS_DIR))?;
         let index = db.open_tree("index")?;
         index.insert(KEY_VERSION, &[INDEX_VERSION][..])?;
-        let replayed = opening.replay(&index, HashMap::new(), (0, 0))?;
-        Ok((db, replayed))
+        let replayed = opening.replay(&index, &positions, HashMap::new(), (0, 0))?;
+        Ok((db, positions, replayed))
     }
 
     /// Deletes the index of the store in `dir` and rebuilds it from the segments.
@@ -1395,7 +1587,7 @@ impl Store {
                 }
             }
         }
-        let mut indexer = Indexer::new(&self.index, working);
+        let mut indexer = Indexer::new(&self.index, &self.positions, working);
         let mut buf = Vec::with_capacity(total as usize);
         for entry in &batch.entries {
             let pos = Pos {
@@ -1567,10 +1759,7 @@ impl Store {
 
     /// The exact bytes of the entry at `seq` of `chain`.
     pub fn entry(&self, chain: &OrgId, seq: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.index.get(pos_key(chain, seq))? {
-            None => Ok(None),
-            Some(v) => self.read(Self::pos_value(&v)?, RecordType::Entry).map(Some),
-        }
+        Ok(self.entries(chain, seq, 1)?.pop())
     }
 
     /// Up to `limit` entries of `chain` from `from` on, in order.
@@ -1580,31 +1769,64 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
+        // Only records below the published size: they are completely written.
+        let count = self
+            .chain_size(chain)
+            .saturating_sub(from)
+            .min(limit as u64);
+        if count == 0 {
+            return Ok(Vec::new());
         }
-        let start = pos_key(chain, from);
-        let prefix = chain_key(P_POS, chain);
-        for item in self.index.range(start..) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(self.read(Self::pos_value(&v)?, RecordType::Entry)?);
-            if out.len() >= limit {
-                break;
-            }
+        let records = self.positions.read(chain, from, count)?;
+        if records.len() as u64 != count {
+            return Err(StorageError::Inconsistent(format!(
+                "chain {chain}: the position file ends before seq {}",
+                from + records.len() as u64
+            )));
         }
-        Ok(out)
+        records
+            .into_iter()
+            .map(|r| self.read(r.pos, RecordType::Entry))
+            .collect()
     }
 
     /// Where the entry with this id is: (chain, seq).
     pub fn position(&self, id: &EntryId) -> Result<Option<(OrgId, u64)>, StorageError> {
-        self.index
-            .get(id_key(P_ID, id))?
-            .map(|v| decode_chain_seq(&v))
-            .transpose()
+        self.positions.lookup(id)
+    }
+
+    /// Checks the index's record of a scanned entry (fsck): its position, leaf hash and id in
+    /// the chain's position file, and the id's lookup.
+    pub fn check_indexed(
+        &self,
+        record: &ScannedRecord<'_>,
+        entry: &Entry,
+    ) -> Result<(), StorageError> {
+        let (chain, seq) = (entry.chain(), entry.seq());
+        let want = PositionRecord {
+            pos: Pos {
+                segment: record.segment,
+                offset: record.offset,
+                len: record.bytes.len() as u32,
+            },
+            leaf: entry.leaf_hash().0,
+            id: entry.id(),
+        };
+        let found = self.positions.read(chain, seq, 1)?;
+        if found.first() != Some(&want) {
+            return Err(StorageError::Inconsistent(format!(
+                "chain {chain}: the position file's record of seq {seq} is {:?}, the segments give {want:?}",
+                found.first()
+            )));
+        }
+        let at = self.position(&entry.id())?;
+        if at.as_ref() != Some(&(chain.clone(), seq)) {
+            return Err(StorageError::Inconsistent(format!(
+                "chain {chain}: entry {} at seq {seq} is found at {at:?} by its id",
+                entry.id()
+            )));
+        }
+        Ok(())
     }
 
     fn nodes<'a>(&'a self, chain: &'a OrgId, size: u64) -> Result<ChainNodes<'a>, StorageError> {
@@ -1617,6 +1839,7 @@ impl Store {
         }
         Ok(ChainNodes {
             index: &self.index,
+            positions: &self.positions,
             chain,
         })
     }
