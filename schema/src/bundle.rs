@@ -1435,4 +1435,61 @@ mod tests {
             Err(BundleError::Registrar { .. })
         ));
     }
+
+    /// Bundle size and verification time for a certificate on a ledger whose registrar chain
+    /// holds 10,000 anchors, in the current shape and in the former one (the registrar's whole
+    /// chain, folded from seq 0: its size and that fold, redone here the way the former
+    /// verifier did it). Prints; run with
+    /// `cargo test -p rmledger-schema --lib bundle_size_at_10000_anchors -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn bundle_size_at_10000_anchors() {
+        let (mut fed, cert) = ledger();
+        with_revocation_and_anchors(&mut fed, 10_000);
+        let bundle = fed.bundle(cert);
+        let bytes = bundle.encode().unwrap();
+        let runs = 5;
+        let started = std::time::Instant::now();
+        for _ in 0..runs {
+            let bundle = Bundle::decode(&bytes).unwrap();
+            bundle.verify(fed.genesis.id()).unwrap();
+        }
+        let now = started.elapsed() / runs;
+
+        let whole: Vec<Blob> = fed
+            .chain("jxim")
+            .iter()
+            .map(|e| Blob(e.bytes().to_vec()))
+            .collect();
+        let carried = cbor::to_canonical(&bundle.registrar).unwrap().len()
+            + cbor::to_canonical(&bundle.membership).unwrap().len();
+        let former_bytes = bytes.len() - carried + cbor::to_canonical(&whole).unwrap().len();
+        let started = std::time::Instant::now();
+        for _ in 0..runs {
+            let mut membership = Membership::new(&fed.genesis);
+            let mut tip = crate::chain::ChainTip::new(fed.genesis.id(), org("jxim"));
+            let mut tree = merkle::MemoryTree::<Sha256>::new();
+            for blob in &whole {
+                let entry = Entry::decode(&blob.0).unwrap();
+                tip.check_next(&entry, None).unwrap();
+                membership.verify_entry(&entry).unwrap();
+                membership.apply(&entry).unwrap();
+                tip.advance(&entry);
+                tree.push_leaf_hash(entry.leaf_hash().0);
+            }
+            assert_eq!(tree.size(), whole.len() as u64);
+        }
+        let former_fold = started.elapsed() / runs;
+        println!(
+            "registrar chain {} entries ({} membership); bundle now {} bytes, {} registrar entries, verify {:?}; \
+             former shape {} bytes, registrar fold alone {:?}",
+            whole.len(),
+            bundle.registrar.len(),
+            bytes.len(),
+            bundle.registrar.len(),
+            now,
+            former_bytes,
+            former_fold
+        );
+    }
 }
