@@ -276,18 +276,17 @@ impl Bundle {
         for (index, anchor) in self.anchors.iter().enumerate() {
             let fail = |detail: String| BundleError::Anchor { index, detail };
             let mut scratch = checkpoints.clone();
-            let entry = verify_with_receipt(
-                membership,
-                &anchor.entry.0,
-                &anchor.receipt.0,
-                &mut scratch,
-            )
-            .map_err(fail)?;
+            let entry =
+                verify_with_receipt(membership, &anchor.entry.0, &anchor.receipt.0, &mut scratch)
+                    .map_err(fail)?;
             let Record::Anchor(record) = entry.record() else {
                 return Err(fail("is not an Anchor record".into()));
             };
             if !sections.contains_key(&record.chain) {
-                return Err(fail(format!("anchors {}, not a member's chain", record.chain)));
+                return Err(fail(format!(
+                    "anchors {}, not a member's chain",
+                    record.chain
+                )));
             }
             seen.push(AnchorSeen {
                 chain: record.chain.clone(),
@@ -703,14 +702,14 @@ fn check_links(entries: &[Entry]) -> Result<(), BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{KeyId, PublicKey};
+    use crate::records::{KeyAdded, KeyRevoked};
     use crate::records::{
         Opened, Purpose, Received, Shipped, StatusChange, Uncertainty, Used, ValueVerification,
     };
-    use crate::ids::{KeyId, PublicKey};
-    use crate::records::{KeyAdded, KeyRevoked};
     use crate::testkit::{TestFederation, decimal, org, serials, soil_certificate};
-    use ed25519_dalek::SigningKey;
     use crate::units::Unit;
+    use ed25519_dalek::SigningKey;
 
     fn ledger() -> (TestFederation, CertificateId) {
         let mut fed = TestFederation::with_members();
@@ -1313,7 +1312,10 @@ mod tests {
         assert_eq!(bundle.anchors.len(), 1);
         let verified = bundle.verify(fed.genesis.id()).unwrap();
         assert_eq!(verified.entries.len(), 4);
-        assert_eq!(verified.membership.applied(), fed.chain("jxim").len() as u64 - 1000);
+        assert_eq!(
+            verified.membership.applied(),
+            fed.chain("jxim").len() as u64 - 1000
+        );
         assert!(bundle.encode().unwrap().len() < 64 * 1024);
     }
 
