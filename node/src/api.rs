@@ -18,6 +18,7 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use rmledger_schema::bundle::{Bundle, BundleAnchor, BundleChain, BundleEntry};
 use rmledger_schema::cbor::{Writer as CborWriter, major};
+use rmledger_schema::certmap::membership_key;
 use rmledger_schema::checkpoint::Checkpoint;
 use rmledger_schema::entry::Entry;
 use rmledger_schema::federation::Membership;
@@ -760,27 +761,50 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
             "this node holds no checkpoint of the registrar's chain yet",
         )
     })?;
-    let registrar_entries = store.entries(
-        registrar,
-        0,
-        usize::try_from(registrar_checkpoint.body().size).unwrap_or(usize::MAX),
-    )?;
-    // The members as the bundle's registrar entries list them: the verifier wants a section
+    let registrar_size = registrar_checkpoint.body().size;
+    // The registrar's membership entries up to its checkpoint, each with a receipt, and the
+    // proof of how many there are (its certificate map under the membership key).
+    let registrar_map = ledger
+        .cert_maps()
+        .map_at(store, registrar, registrar_size)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let membership_proof = registrar_map.prove(&membership_key());
+    let counted = registrar_map.get(&membership_key()).map_or(0, |t| t.count);
+    let mut seqs: Vec<u64> = ledger
+        .membership_seqs()
+        .into_iter()
+        .filter(|&seq| seq < registrar_size)
+        .collect();
+    if seqs.len() as u64 != counted {
+        // The ledger has not applied the newest registrar entries yet: find them on the chain.
+        seqs.clear();
+        for seq in 0..registrar_size {
+            let bytes = store
+                .entry(registrar, seq)?
+                .ok_or_else(|| ApiError::internal(format!("{registrar}/{seq} missing")))?;
+            let entry = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+            if entry.record().changes_membership() {
+                seqs.push(seq);
+            }
+        }
+    }
+    // The members as the bundle's membership entries list them: the verifier wants a section
     // for each of their chains, and no other.
     let mut membership = Membership::new(ledger.genesis());
-    // The largest size the registrar's anchors name per chain: the verifier refuses a section
-    // older than that.
-    let mut registrar_anchored: std::collections::HashMap<OrgId, u64> =
-        std::collections::HashMap::new();
-    for bytes in &registrar_entries {
-        let entry = Entry::decode(bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut registrar_entries = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let bytes = store
+            .entry(registrar, seq)?
+            .ok_or_else(|| ApiError::internal(format!("{registrar}/{seq} missing")))?;
+        let entry = Entry::decode(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
         membership
-            .apply(&entry)
+            .apply_membership_entry(&entry)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        if let Record::Anchor(anchor) = entry.record() {
-            let largest = registrar_anchored.entry(anchor.chain.clone()).or_default();
-            *largest = (*largest).max(anchor.size);
-        }
+        let path = store.inclusion_proof(registrar, seq, registrar_size)?;
+        registrar_entries.push(BundleEntry {
+            entry: Blob(bytes),
+            receipt: Blob(registrar_checkpoint.receipt(seq, &path)),
+        });
     }
     // Each chain as of its latest checkpoint: the checkpoint, and what its certificate map
     // holds for the certificate at that size.
@@ -795,9 +819,16 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
             store.latest_checkpoint(&org)?
         };
         let held = checkpoint.as_ref().map_or(0, |c| c.body().size);
-        if let Some(&anchored) = registrar_anchored.get(&org)
-            && anchored > held
-        {
+        // The largest size the registrar's anchors (within its checkpoint) name for the chain:
+        // a section older than that would be a stale snapshot.
+        let anchored = store
+            .anchors_upto(&org, u64::MAX, ANCHOR_CANDIDATES)?
+            .into_iter()
+            .filter(|a| &a.witness == registrar && a.seq < registrar_size)
+            .map(|a| a.size)
+            .max()
+            .unwrap_or(0);
+        if anchored > held {
             let mut error = ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -852,7 +883,8 @@ pub fn build_bundle(ledger: &Ledger, id: &CertificateId) -> Result<Bundle, ApiEr
         anchors,
         entries,
         genesis: Blob(ledger.genesis().bytes().to_vec()),
-        registrar: registrar_entries.into_iter().map(Blob).collect(),
+        registrar: registrar_entries,
+        membership: membership_proof,
         registrar_checkpoint: Blob(registrar_checkpoint.bytes().to_vec()),
     })
 }

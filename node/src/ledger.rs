@@ -46,6 +46,9 @@ pub struct Ledger {
     genesis: Genesis,
     org: OrgId,
     membership: RwLock<Membership>,
+    /// The seqs of the registrar chain's membership entries applied so far (what a proof
+    /// bundle carries of that chain).
+    membership_seqs: Mutex<Vec<u64>>,
     certificates: Mutex<HashMap<CertificateId, Arc<CertificateState>>>,
     /// Each chain's certificate map (whose root every checkpoint signs).
     cert_maps: CertMaps,
@@ -58,6 +61,7 @@ impl Ledger {
     /// tree against its last checkpoint (refusing to start if they disagree).
     pub fn open(store: Arc<Store>, genesis: Genesis, org: OrgId) -> Result<Self, LedgerError> {
         let mut membership = Membership::new(&genesis);
+        let mut membership_seqs = Vec::new();
         let registrar = genesis.registrar().clone();
         for seq in 0..store.chain_size(&registrar) {
             let entry = read_entry(&store, &registrar, seq)?;
@@ -67,6 +71,9 @@ impl Ledger {
             };
             membership.verify_entry(&entry).map_err(|e| detail(&e))?;
             membership.apply(&entry).map_err(|e| detail(&e))?;
+            if entry.record().changes_membership() {
+                membership_seqs.push(seq);
+            }
         }
         let cert_maps = CertMaps::rebuild(&store)?;
         let ledger = Self {
@@ -75,6 +82,7 @@ impl Ledger {
             genesis,
             org,
             membership: RwLock::new(membership),
+            membership_seqs: Mutex::new(membership_seqs),
             certificates: Mutex::new(HashMap::new()),
             own_commits: tokio::sync::watch::Sender::new(0),
         };
@@ -170,6 +178,14 @@ impl Ledger {
     }
 
     /// A snapshot of the membership.
+    /// The seqs of the registrar chain's membership entries the ledger has applied, in order.
+    pub fn membership_seqs(&self) -> Vec<u64> {
+        self.membership_seqs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn membership(&self) -> std::sync::RwLockReadGuard<'_, Membership> {
         self.membership
             .read()
@@ -247,6 +263,11 @@ impl Ledger {
                 if let Err(e) = membership.apply(entry) {
                     // The writer and replication check registrar entries before storing them.
                     tracing::error!(entry = %entry.id(), error = %e, "a stored registrar entry did not apply");
+                } else if entry.record().changes_membership() {
+                    self.membership_seqs
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(entry.seq());
                 }
             }
             for cert in entry.certificates() {

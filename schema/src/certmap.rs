@@ -48,6 +48,18 @@ static LEAF_HASHER: LazyLock<blake3::Hasher> =
 static NODE_HASHER: LazyLock<blake3::Hasher> =
     LazyLock::new(|| blake3::Hasher::new_derive_key(ctx::CERTMAP_NODE));
 
+static MEMBERSHIP_KEY: LazyLock<CertificateId> =
+    LazyLock::new(|| EntryId(blake3::derive_key(ctx::CERTMAP_MEMBERSHIP, b"")));
+
+/// The reserved key under which a chain's map counts its membership records (Enrol, key added
+/// or revoked, member suspended or reinstated): the tally is how many the chain holds and the id
+/// of the latest. It is a BLAKE3 output under a context of its own, while every certificate id
+/// is an entry id (BLAKE3 under the entry context), so no certificate has this id unless
+/// BLAKE3's domain separation fails.
+pub fn membership_key() -> CertificateId {
+    *MEMBERSHIP_KEY
+}
+
 /// The hash of the leaf for `key`.
 pub fn leaf_hash(key: &CertificateId, tally: &Tally) -> TreeHash {
     let mut hasher = LEAF_HASHER.clone();
@@ -222,9 +234,9 @@ impl CertMap {
         self.insert(key, Tally { count, last: entry });
     }
 
-    /// Counts `entry` for every certificate it concerns ([`crate::entry::Entry::certificates`]).
+    /// Counts `entry` under each of its map keys ([`crate::entry::Entry::map_keys`]).
     pub fn record_entry(&mut self, entry: &crate::entry::Entry) {
-        for cert in entry.certificates() {
+        for cert in entry.map_keys() {
             self.record(cert, entry.id());
         }
     }

@@ -96,6 +96,18 @@ impl Entry {
             .chain(self.record().certificate().copied())
     }
 
+    /// The keys under which the chain's certificate map counts this entry: the certificates it
+    /// concerns ([`Entry::certificates`]), and [`crate::certmap::membership_key`] if its record
+    /// changes the membership ([`Record::changes_membership`]). The one definition behind every
+    /// certificate map (node, fsck, audit, testkit).
+    pub fn map_keys(&self) -> impl Iterator<Item = CertificateId> + '_ {
+        self.certificates().chain(
+            self.record()
+                .changes_membership()
+                .then(crate::certmap::membership_key),
+        )
+    }
+
     /// Whether this entry concerns `cert` (see [`Entry::certificates`]).
     pub fn concerns(&self, cert: &CertificateId) -> bool {
         self.certificates().any(|c| c == *cert)

@@ -420,6 +420,35 @@ impl Membership {
         Ok(())
     }
 
+    /// Applies a membership entry of the registrar's chain (already authorised and verified)
+    /// when the entries between it and the last one applied are left out, as in a proof bundle
+    /// (they change nothing: the receipts prove the positions). Its seq must be past the last
+    /// one applied and its record must change the membership.
+    pub fn apply_membership_entry(&mut self, entry: &Entry) -> Result<(), FederationError> {
+        if entry.chain() != &self.registrar {
+            return Err(FederationError::Membership(format!(
+                "{} is not the registrar's chain",
+                entry.chain()
+            )));
+        }
+        if entry.seq() < self.applied {
+            return Err(FederationError::Membership(format!(
+                "registrar entry {} comes after entry {}: out of order or repeated",
+                entry.seq(),
+                self.applied - 1
+            )));
+        }
+        if !entry.record().changes_membership() {
+            return Err(FederationError::Membership(format!(
+                "{} is not a membership record",
+                entry.record().kind()
+            )));
+        }
+        self.apply_record(entry.record(), entry.time_unix_ms())?;
+        self.applied = entry.seq() + 1;
+        Ok(())
+    }
+
     /// Applies a registrar-chain record at `time_unix_ms` without the sequence check of
     /// [`Membership::apply`]: for an audit that goes on past a gap or a fork in the registrar's
     /// chain (which it reports) instead of stopping there.

@@ -22,8 +22,17 @@ pub mod ctx {
     pub const CERTMAP_LEAF: &str = "rmledger certmap leaf v1";
     /// A certificate map interior node: `BLAKE3-derive_key(CERTMAP_NODE, left ‖ right)`.
     pub const CERTMAP_NODE: &str = "rmledger certmap node v1";
+    /// The certificate map's membership key: `BLAKE3-derive_key(CERTMAP_MEMBERSHIP, "")`.
+    pub const CERTMAP_MEMBERSHIP: &str = "rmledger certmap membership key v1";
     /// Every context, for the distinctness test.
-    pub const ALL: [&str; 5] = [ENTRY, KEY, FEDERATION, CERTMAP_LEAF, CERTMAP_NODE];
+    pub const ALL: [&str; 6] = [
+        ENTRY,
+        KEY,
+        FEDERATION,
+        CERTMAP_LEAF,
+        CERTMAP_NODE,
+        CERTMAP_MEMBERSHIP,
+    ];
 }
 
 /// Why a textual id was refused.

@@ -1002,6 +1002,20 @@ impl Record {
         }
     }
 
+    /// Whether this record changes the federation's membership (who holds which key and role
+    /// when): the records [`crate::federation::Membership`] acts on. A bundle carries exactly
+    /// these of the registrar's chain.
+    pub fn changes_membership(&self) -> bool {
+        matches!(
+            self,
+            Record::Enrol(_)
+                | Record::KeyAdded(_)
+                | Record::KeyRevoked(_)
+                | Record::MemberSuspended(_)
+                | Record::MemberReinstated(_)
+        )
+    }
+
     /// The certificate this record is about, if any.
     pub fn certificate(&self) -> Option<&CertificateId> {
         match self {

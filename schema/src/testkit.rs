@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
 
-use crate::bundle::{Bundle, BundleChain, BundleEntry};
-use crate::certmap::CertMap;
+use crate::bundle::{Bundle, BundleAnchor, BundleChain, BundleEntry};
+use crate::certmap::{CertMap, membership_key};
 use crate::checkpoint::{Checkpoint, CheckpointBody};
 use crate::date::{Date, Period};
 use crate::decimal::Decimal;
@@ -236,6 +236,43 @@ impl TestFederation {
         Checkpoint::sign(&self.keys[&org(chain)], body).expect("test checkpoint")
     }
 
+    /// For each non-empty chain, the newest anchor (largest size above 0, latest written on a
+    /// tie, any witness) naming it, with its receipt and the consistency proof to the chain now:
+    /// what the node's bundle builder carries.
+    pub fn bundle_anchors(&self) -> Vec<BundleAnchor> {
+        let mut newest: BTreeMap<&OrgId, (&Entry, &Anchor)> = BTreeMap::new();
+        for entry in self.chains.values().flatten() {
+            if let Record::Anchor(anchor) = entry.record()
+                && anchor.size > 0
+                && newest.get(&anchor.chain).is_none_or(|(e, a)| {
+                    (a.size, e.time_unix_ms()) <= (anchor.size, entry.time_unix_ms())
+                })
+            {
+                newest.insert(&anchor.chain, (entry, anchor));
+            }
+        }
+        newest
+            .into_iter()
+            .map(|(chain, (entry, anchor))| {
+                let tree = self.tree(chain.as_str());
+                let consistency = if anchor.size < tree.size() {
+                    tree.consistency_proof(anchor.size, tree.size())
+                        .expect("proof")
+                        .into_iter()
+                        .map(TreeHash)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                BundleAnchor {
+                    entry: Blob(entry.bytes().to_vec()),
+                    receipt: Blob(self.receipt(entry.chain().as_str(), entry.seq())),
+                    consistency,
+                }
+            })
+            .collect()
+    }
+
     /// A receipt for the entry at `seq` of `chain` against the checkpoint now.
     pub fn receipt(&self, chain: &str, seq: u64) -> Vec<u8> {
         let tree = self.tree(chain);
@@ -269,19 +306,26 @@ impl TestFederation {
                 }
             })
             .collect();
+        let registrar_name = self.genesis.registrar().as_str();
+        let registrar = self
+            .chain(registrar_name)
+            .iter()
+            .filter(|e| e.record().changes_membership())
+            .map(|e| BundleEntry {
+                entry: Blob(e.bytes().to_vec()),
+                receipt: Blob(self.receipt(registrar_name, e.seq())),
+            })
+            .collect();
         Bundle {
             version: 1,
             cert,
             chains,
-            anchors: Vec::new(),
+            anchors: self.bundle_anchors(),
             entries,
             genesis: Blob(self.genesis.bytes().to_vec()),
-            registrar: self
-                .chain("jxim")
-                .iter()
-                .map(|e| Blob(e.bytes().to_vec()))
-                .collect(),
-            registrar_checkpoint: Blob(self.checkpoint("jxim").bytes().to_vec()),
+            registrar,
+            membership: self.certmap(registrar_name).prove(&membership_key()),
+            registrar_checkpoint: Blob(self.checkpoint(registrar_name).bytes().to_vec()),
         }
     }
 }
