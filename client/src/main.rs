@@ -1545,7 +1545,7 @@ async fn verify(ctx: &Ctx, args: VerifyArgs) -> Outcome {
                         true,
                     ));
                     out.push_str(&format!(
-                        "\nVerified offline from {origin}\n  federation  {} ({}) — the pinned trust anchor\n  signatures, authorisation and links of {} entries and {} registrar entries\n",
+                        "\nVerified offline from {origin}\n  federation  {} ({}) — the pinned trust anchor\n  signatures, authorisation and links of {} entries and {} registrar membership entries\n",
                         v.federation_id, v.federation_name, v.entries, v.registrar_entries
                     ));
                     let rows: Vec<Vec<String>> = v
