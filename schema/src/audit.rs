@@ -19,26 +19,37 @@
 //!
 //! # How it runs
 //!
-//! Entries are buffered in pages of [`PAGE`] entries of one chain. A page is decoded, hashed and
-//! signature-checked (`verify_strict`) on `threads` cores with `std::thread::scope`, then the
-//! sequential checks run in order: links, gaps, time, forks, the Merkle frontier, membership
-//! (registrar chain) and the extraction of compact domain facts. Per chain the auditor keeps the
-//! tip, an O(log n) Merkle frontier, a window of recent ids and an 8-byte prefix of the root at
-//! every size (so anchors and checkpoints naming an earlier size can be checked after the chain
-//! went by); anchors and checkpoints naming a later size are checked exactly when the chain
-//! reaches it. Per certificate it keeps a small list of compact facts; the domain rules run at
-//! [`Auditor::finish`] over each certificate's facts sorted by `(time, chain, seq)`.
+//! Entries are buffered in pages of [`PAGE`] entries of one chain, back to back in one reused
+//! buffer. A page is decoded, hashed and signature-checked (`verify_strict`) on `threads` cores
+//! with `std::thread::scope`, the results written in place into a reused buffer; meanwhile this
+//! thread runs the sequential checks of the previous page in order: links, gaps, time, forks,
+//! the Merkle frontier, membership (registrar chain) and the extraction of compact domain facts.
+//! The hot path allocates little on purpose: at 10⁶ entries the allocator's cost grows with the
+//! heap and competes with the signature checks for the same two cores.
+//!
+//! Memory. Per chain the auditor keeps the tip, an O(log n) Merkle frontier, a window of
+//! [`FORK_WINDOW`] recent ids, an 8-byte prefix of the root at every size (so anchors and
+//! checkpoints naming an earlier size can be checked after the chain went by: 8 bytes per
+//! entry) and one tally (count, last entry) per certificate the chain touched, from which the
+//! certificate map's root is built only where a checkpoint names the size. Anchors and
+//! checkpoints naming a later size are checked exactly when the chain reaches it. Per
+//! certificate it keeps its facts: one 72-byte event per entry that concerns it (time, chain,
+//! seq, id and a 16-byte fact; registrations, revisions, verifications and movements box their
+//! details), with the serials of opened or used units interned once. The domain rules run at
+//! [`Auditor::finish`] over each certificate's facts sorted by `(time, chain, seq)`, with per
+//! unit state only for the certificate being judged. Facts are kept whole because a chain fed
+//! later (a recall, a suspension) can turn a use already fed into a finding.
 //!
 //! Every rule id, its severity and meaning are documented in `docs/audit-report.md`; [`RULES`]
 //! is the same table in code.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 
 use crate::bundle::VerifiedBundle;
+use crate::certmap::{CertMap, Tally};
 use crate::checkpoint::Checkpoint;
 use crate::date::{Date, Period};
 use crate::entry::{Entry, EntryError};
@@ -55,6 +66,39 @@ use crate::verification;
 
 /// Entries of one chain decoded and verified together on all cores.
 pub const PAGE: usize = 4096;
+/// Entries buffered for one page, back to back in one allocation that is reused.
+#[derive(Clone, Default)]
+struct Page {
+    bytes: Vec<u8>,
+    /// Where each entry ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Page {
+    fn push(&mut self, entry: &[u8]) {
+        self.bytes.extend_from_slice(entry);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
 /// How many recent entry ids per chain are kept to recognise a fork.
 pub const FORK_WINDOW: usize = 4096;
 /// A movement record listing more serials than this is not followed unit by unit.
@@ -256,34 +300,41 @@ pub enum FeedError {
 
 /// Splits `items` over `threads` scoped threads in small batches and maps them in order.
 fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    if threads <= 1 || items.len() < 32 {
-        return items.iter().map(f).collect();
-    }
+    let mut out = Vec::new();
+    par_map_into(items.len(), threads, |i| f(&items[i]), &mut out);
+    out.into_iter().flatten().collect()
+}
+
+/// Maps `0..n` on `threads` scoped threads into `out[0..n]` (all `Some`; the buffer's capacity
+/// is reused), in order. Workers take batches of slots in turn, so a core that is busy
+/// elsewhere (with the sequential checks) simply takes fewer; each result is written in place.
+fn par_map_into<R: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> R + Sync,
+    out: &mut Vec<Option<R>>,
+) {
     const BATCH: usize = 32;
-    let next = AtomicUsize::new(0);
-    let mut parts: Vec<(usize, Vec<R>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let start = next.fetch_add(BATCH, Ordering::Relaxed);
-                        if start >= items.len() {
-                            break done;
-                        }
-                        let end = (start + BATCH).min(items.len());
-                        done.push((start, items[start..end].iter().map(&f).collect()));
+    out.clear();
+    if threads <= 1 || n < BATCH {
+        out.extend((0..n).map(|i| Some(f(i))));
+        return;
+    }
+    out.resize_with(n, || None);
+    let batches = std::sync::Mutex::new(out.chunks_mut(BATCH).enumerate());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let next = batches.lock().expect("an audit worker panicked").next();
+                    let Some((batch, slots)) = next else { break };
+                    for (k, slot) in slots.iter_mut().enumerate() {
+                        *slot = Some(f(batch * BATCH + k));
                     }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("an audit worker panicked"))
-            .collect()
+                }
+            });
+        }
     });
-    parts.sort_unstable_by_key(|(start, _)| *start);
-    parts.into_iter().flat_map(|(_, part)| part).collect()
 }
 
 /// Authorises and checks the signature of every entry (`Membership::verify_entry`) on
@@ -519,13 +570,18 @@ struct ChainState {
     root_log: Vec<u64>,
     /// (seq, id, feed order) of the most recent entries, for forks.
     recent: VecDeque<(u64, EntryId)>,
-    /// Sizes at which exact roots are wanted (anchors and checkpoints naming a later size).
-    wants: BTreeSet<u64>,
+    /// Sizes at which exact roots are wanted (anchors and checkpoints naming a later size),
+    /// and whether the certificate map root is wanted there too (checkpoints).
+    wants: BTreeMap<u64, bool>,
     /// Exact (root, head id, certificate map root) at wanted sizes.
     captured: HashMap<u64, (TreeHash, Option<EntryId>, Option<TreeHash>)>,
-    /// The chain's certificate map, so checkpoints' `certs` roots can be checked; `None` after
-    /// an undecodable entry (whose certificates cannot be known).
-    certs: Option<crate::certmap::CertMap>,
+    /// What the chain's certificate map holds (certificate → count and last entry), so
+    /// checkpoints' `certs` roots can be checked; `None` after an undecodable entry (whose
+    /// certificates cannot be known). The map's root is built from it only where a checkpoint
+    /// names the size: the map is canonical (a trie split at the first differing key bit),
+    /// so its root does not depend on the order of insertion, and building it once is far
+    /// cheaper than rehashing a path for every entry.
+    certs: Option<HashMap<CertificateId, Tally>>,
     last_anchor: Option<AnchorRef>,
 }
 
@@ -540,9 +596,9 @@ impl ChainState {
             frontier: Frontier::new(),
             root_log: Vec::new(),
             recent: VecDeque::new(),
-            wants: BTreeSet::new(),
+            wants: BTreeMap::new(),
             captured: HashMap::new(),
-            certs: Some(crate::certmap::CertMap::new()),
+            certs: Some(HashMap::new()),
             last_anchor: None,
         }
     }
@@ -559,15 +615,41 @@ impl ChainState {
         self.root_log
             .push(u64::from_be_bytes(root[..8].try_into().expect("8 bytes")));
         let size = self.size();
-        if self.wants.remove(&size) {
-            let certs = self.certs.as_ref().map(crate::certmap::CertMap::root);
+        if let Some(with_certs) = self.wants.remove(&size) {
+            let certs = self.certs_root().filter(|_| with_certs);
             self.captured
                 .insert(size, (TreeHash(root), Some(id), certs));
         }
     }
 
-    /// What the audit knows of the root at `size`: exact, an 8-byte prefix, or nothing.
-    fn root_at(&self, size: u64) -> RootKnown {
+    /// Counts entry `id` for the certificates it concerns ([`CertMap::record_entry`]).
+    fn record_certificates(
+        &mut self,
+        certificates: impl Iterator<Item = CertificateId>,
+        id: EntryId,
+    ) {
+        if let Some(certs) = &mut self.certs {
+            for cert in certificates {
+                let tally = certs.entry(cert).or_insert(Tally { last: id, count: 0 });
+                tally.count += 1;
+                tally.last = id;
+            }
+        }
+    }
+
+    /// The root of the chain's certificate map as fed so far.
+    fn certs_root(&self) -> Option<TreeHash> {
+        let tallies = self.certs.as_ref()?;
+        let mut map = CertMap::new();
+        for (cert, tally) in tallies {
+            map.insert(*cert, *tally);
+        }
+        Some(map.root())
+    }
+
+    /// What the audit knows of the root at `size`: exact, an 8-byte prefix, or nothing. The
+    /// certificate map root is computed only `with_certs`.
+    fn root_at(&self, size: u64, with_certs: bool) -> RootKnown {
         if let Some((root, head, certs)) = self.captured.get(&size) {
             return RootKnown::Exact(*root, *head, *certs);
         }
@@ -575,7 +657,7 @@ impl ChainState {
             return RootKnown::Exact(
                 TreeHash(self.frontier.root::<Sha256>()),
                 self.last_id,
-                self.certs.as_ref().map(crate::certmap::CertMap::root),
+                self.certs_root().filter(|_| with_certs),
             );
         }
         match size
@@ -649,12 +731,14 @@ pub struct Auditor {
     registrar_done: bool,
     registrar_facts: Vec<RegistrarFact>,
     chains: BTreeMap<OrgId, ChainState>,
-    page: Vec<Vec<u8>>,
+    page: Page,
     page_chain: Option<OrgId>,
     /// The final membership, shared with the workers once the registrar chain is complete.
     shared: Option<Arc<Membership>>,
     /// A checked page whose sequential checks have not run yet (see [`Auditor::flush`]).
-    pending: Option<(OrgId, Vec<Checked>)>,
+    pending: Option<(OrgId, Vec<Option<Checked>>)>,
+    /// An emptied result buffer, reused for the next page.
+    spare: Vec<Option<Checked>>,
     domain: Domain,
     claims: Vec<Claim>,
     checkpoints: Vec<Checkpoint>,
@@ -672,10 +756,11 @@ impl Auditor {
             registrar_done: false,
             registrar_facts: Vec::new(),
             chains: BTreeMap::new(),
-            page: Vec::with_capacity(PAGE),
+            page: Page::default(),
             page_chain: None,
             shared: None,
             pending: None,
+            spare: Vec::new(),
             domain: Domain::new(genesis.body().utc_offset_minutes),
             claims: Vec::new(),
             checkpoints: Vec::new(),
@@ -705,7 +790,7 @@ impl Auditor {
     ) -> Result<(), FeedError> {
         self.switch_to(chain)?;
         for bytes in entries {
-            self.page.push(bytes.as_ref().to_vec());
+            self.page.push(bytes.as_ref());
             if self.page.len() == PAGE {
                 self.flush();
             }
@@ -723,7 +808,7 @@ impl Auditor {
         if self.page_chain.as_ref() != Some(&chain) {
             self.switch_to(&chain)?;
         }
-        self.page.push(bytes.to_vec());
+        self.page.push(bytes);
         if self.page.len() == PAGE {
             self.flush();
         }
@@ -812,7 +897,13 @@ impl Auditor {
         if chain == self.registrar && !self.registrar_done {
             self.drain();
             let membership = &self.membership;
-            let checked = par_map(&page, threads, |bytes| check_one(bytes, membership, false));
+            let mut checked = std::mem::take(&mut self.spare);
+            par_map_into(
+                page.len(),
+                threads,
+                |i| check_one(page.get(i), membership, false),
+                &mut checked,
+            );
             self.run(&chain, checked, true);
         } else {
             let shared = self
@@ -820,13 +911,21 @@ impl Auditor {
                 .get_or_insert_with(|| Arc::new(self.membership.clone()))
                 .clone();
             let previous = self.pending.take();
-            let checked = std::thread::scope(|scope| {
-                let worker = scope
-                    .spawn(|| par_map(&page, threads, |bytes| check_one(bytes, &shared, true)));
+            let mut checked = std::mem::take(&mut self.spare);
+            std::thread::scope(|scope| {
+                let page = &page;
+                let checked = &mut checked;
+                scope.spawn(move || {
+                    par_map_into(
+                        page.len(),
+                        threads,
+                        |i| check_one(page.get(i), &shared, true),
+                        checked,
+                    );
+                });
                 if let Some((chain, items)) = previous {
                     self.run(&chain, items, false);
                 }
-                worker.join().expect("an audit worker panicked")
             });
             self.pending = Some((chain, checked));
         }
@@ -841,11 +940,13 @@ impl Auditor {
         }
     }
 
-    fn run(&mut self, chain: &OrgId, items: Vec<Checked>, registrar_page: bool) {
-        for item in items {
+    fn run(&mut self, chain: &OrgId, mut items: Vec<Option<Checked>>, registrar_page: bool) {
+        for item in items.drain(..).flatten() {
             self.entries += 1;
             self.sequential(chain, item, registrar_page);
         }
+        // The emptied buffer takes the next page's results.
+        self.spare = items;
     }
 
     fn chain_mut(&mut self, chain: &OrgId) -> &mut ChainState {
@@ -883,11 +984,11 @@ impl Auditor {
             } => (entry, leaf, signature, auth),
         };
         let (seq, id, time) = (entry.seq(), entry.id(), entry.time_unix_ms());
-        let subject = format!("{chain}/{seq}");
+        let subject = || format!("{chain}/{seq}");
         if entry.chain() != chain {
             self.findings.push(Finding::new(
                 "integrity/wrong-chain",
-                subject,
+                subject(),
                 format!(
                     "An entry given as {chain}'s entry {seq} is an entry of {}'s chain.",
                     entry.chain()
@@ -899,7 +1000,7 @@ impl Auditor {
         if entry.payload().federation != self.federation {
             self.findings.push(Finding::new(
                 "integrity/wrong-federation",
-                subject,
+                subject(),
                 format!(
                     "Entry {seq} of {chain}'s chain belongs to another federation ({}).",
                     entry.payload().federation
@@ -925,7 +1026,7 @@ impl Auditor {
             {
                 self.findings.push(Finding::new(
                     "integrity/fork",
-                    subject,
+                    subject(),
                     format!(
                         "{chain} signed two different entries at position {seq} of its chain \
                          ({} and {}): the chain was forked.",
@@ -942,7 +1043,7 @@ impl Auditor {
         if seq > state.next_seq {
             breaks.push(Finding::new(
                 "integrity/gap",
-                subject.clone(),
+                subject(),
                 format!(
                     "{chain}'s chain jumps from entry {} to entry {seq}: {} entries are missing.",
                     state.next_seq.saturating_sub(1),
@@ -956,7 +1057,7 @@ impl Auditor {
         {
             breaks.push(Finding::new(
                 "integrity/broken-link",
-                subject.clone(),
+                subject(),
                 format!(
                     "Entry {seq} of {chain}'s chain does not link to the entry before it \
                      (its prev is {}, the entry before is {}): the history was altered.",
@@ -969,7 +1070,7 @@ impl Auditor {
         if state.size() > 0 && time < state.last_time {
             breaks.push(Finding::new(
                 "integrity/time-backwards",
-                subject.clone(),
+                subject(),
                 format!(
                     "Entry {seq} of {chain}'s chain is dated {}, before the entry before it ({}).",
                     when(time),
@@ -986,7 +1087,7 @@ impl Auditor {
         {
             breaks.push(Finding::new(
                 "integrity/time-in-future",
-                subject.clone(),
+                subject(),
                 format!(
                     "Entry {seq} of {chain}'s chain is dated {}, after the time of the audit ({}).",
                     when(time),
@@ -1001,9 +1102,7 @@ impl Auditor {
         state.last_time = time;
         state.first_time.get_or_insert(time);
         state.remember(seq, id);
-        if let Some(certs) = &mut state.certs {
-            certs.record_entry(&entry);
-        }
+        state.record_certificates(entry.certificates(), id);
         state.push_leaf(leaf, id);
         self.findings.extend(breaks);
 
@@ -1016,7 +1115,7 @@ impl Auditor {
         if let Err(e) = &signature {
             self.findings.push(Finding::new(
                 auth_rule(e),
-                subject,
+                subject(),
                 auth_sentence(e, chain, seq),
                 vec![id],
             ));
@@ -1026,7 +1125,7 @@ impl Auditor {
             if let Err(e) = self.membership.apply_record_at(entry.record(), time) {
                 self.findings.push(Finding::new(
                     "integrity/bad-membership-record",
-                    subject,
+                    subject(),
                     format!(
                         "Registrar entry {seq} ({}) cannot be applied to the membership: {e}.",
                         entry.record().kind()
@@ -1046,7 +1145,7 @@ impl Auditor {
             if let Err(e) = auth {
                 self.findings.push(Finding::new(
                     auth_rule(&e),
-                    subject,
+                    subject(),
                     auth_sentence(&e, chain, seq),
                     vec![id],
                 ));
@@ -1075,7 +1174,7 @@ impl Auditor {
     fn claim(&mut self, claim: Claim) {
         let state = self.chain_mut(&claim.chain.clone());
         if claim.size > state.size() {
-            state.wants.insert(claim.size);
+            *state.wants.entry(claim.size).or_default() |= claim.certs.is_some();
         }
         self.claims.push(claim);
     }
@@ -1178,7 +1277,7 @@ impl Auditor {
                 .chains
                 .entry(claim.chain.clone())
                 .or_insert_with(ChainState::new);
-            let known = state.root_at(claim.size);
+            let known = state.root_at(claim.size, claim.certs.is_some());
             let (contradiction, beyond) = match known {
                 RootKnown::Exact(root, head, certs) => {
                     let head_wrong = match (claim.head, head) {
@@ -1398,8 +1497,10 @@ impl RevFacts {
 }
 
 #[derive(Debug, Clone)]
+/// Kept small (16 bytes): one is kept per certificate event, and uses are most of a ledger.
+/// The serial of an opened or used unit is interned ([`Domain::serials`]).
 enum Fact {
-    Registered(Box<RevFacts>, SerialSet),
+    Registered(Box<(RevFacts, SerialSet)>),
     Revised(Box<RevFacts>),
     Stability,
     Verification(Box<ValueVerification>),
@@ -1407,12 +1508,21 @@ enum Fact {
     Reinstated,
     Recalled,
     Withdrawn,
-    Shipped { to: u32, serials: SerialSet },
-    Received { serials: SerialSet },
-    Opened { serial: Box<str> },
-    Used { serial: Box<str> },
-    Disposed { serials: SerialSet },
+    Shipped { to: u32, serials: Box<SerialSet> },
+    Received { serials: Box<SerialSet> },
+    Opened { serial: u32 },
+    Used { serial: u32 },
+    Disposed { serials: Box<SerialSet> },
 }
+
+const _: () = assert!(
+    std::mem::size_of::<Fact>() <= 16,
+    "a fact is kept per event"
+);
+const _: () = assert!(
+    std::mem::size_of::<Ev>() <= 72,
+    "an event is kept per entry"
+);
 
 #[derive(Debug, Clone)]
 struct Ev {
@@ -1434,6 +1544,9 @@ struct Domain {
     off: i32,
     orgs: Vec<OrgId>,
     org_index: HashMap<OrgId, u32>,
+    /// Every serial opened or used, once (facts name them by index).
+    serials: Vec<Box<str>>,
+    serial_index: HashMap<Box<str>, u32>,
     certs: HashMap<CertificateId, CertFacts>,
 }
 
@@ -1443,8 +1556,20 @@ impl Domain {
             off,
             orgs: Vec::new(),
             org_index: HashMap::new(),
+            serials: Vec::new(),
+            serial_index: HashMap::new(),
             certs: HashMap::new(),
         }
+    }
+
+    fn intern_serial(&mut self, serial: &str) -> u32 {
+        if let Some(&i) = self.serial_index.get(serial) {
+            return i;
+        }
+        let i = self.serials.len() as u32;
+        self.serials.push(serial.into());
+        self.serial_index.insert(serial.into(), i);
+        i
     }
 
     fn intern(&mut self, org: &OrgId) -> u32 {
@@ -1463,7 +1588,7 @@ impl Domain {
         let (cert, fact) = match entry.record() {
             Record::BatchRegistered(c) => (
                 entry.id(),
-                Fact::Registered(Box::new(RevFacts::of(1, c, off)), c.units.clone()),
+                Fact::Registered(Box::new((RevFacts::of(1, c, off), c.units.clone()))),
             ),
             Record::CertificateRevised(r) => (
                 r.cert,
@@ -1481,32 +1606,32 @@ impl Domain {
                     s.cert,
                     Fact::Shipped {
                         to,
-                        serials: s.serials.clone(),
+                        serials: Box::new(s.serials.clone()),
                     },
                 )
             }
             Record::Received(s) => (
                 s.cert,
                 Fact::Received {
-                    serials: s.serials.clone(),
+                    serials: Box::new(s.serials.clone()),
                 },
             ),
             Record::Opened(o) => (
                 o.cert,
                 Fact::Opened {
-                    serial: o.serial.as_str().into(),
+                    serial: self.intern_serial(&o.serial),
                 },
             ),
             Record::Used(u) => (
                 u.cert,
                 Fact::Used {
-                    serial: u.serial.as_str().into(),
+                    serial: self.intern_serial(&u.serial),
                 },
             ),
             Record::Disposed(d) => (
                 d.cert,
                 Fact::Disposed {
-                    serials: d.serials.clone(),
+                    serials: Box::new(d.serials.clone()),
                 },
             ),
             _ => return,
@@ -1535,7 +1660,8 @@ impl Domain {
                     b.seq,
                 ))
             });
-            CertRun::new(id, &self.orgs, self.off, config).run(&facts.events, &mut out);
+            CertRun::new(id, &self.orgs, &self.serials, self.off, config)
+                .run(&facts.events, &mut out);
         }
         out
     }
@@ -1607,16 +1733,24 @@ impl Acc {
 struct CertRun<'a> {
     id: CertificateId,
     orgs: &'a [OrgId],
+    serials: &'a [Box<str>],
     off: i32,
     config: &'a AuditConfig,
     acc: Acc,
 }
 
 impl<'a> CertRun<'a> {
-    fn new(id: CertificateId, orgs: &'a [OrgId], off: i32, config: &'a AuditConfig) -> Self {
+    fn new(
+        id: CertificateId,
+        orgs: &'a [OrgId],
+        serials: &'a [Box<str>],
+        off: i32,
+        config: &'a AuditConfig,
+    ) -> Self {
         CertRun {
             id,
             orgs,
+            serials,
             off,
             config,
             acc: Acc::new(),
@@ -1630,7 +1764,9 @@ impl<'a> CertRun<'a> {
     fn run(mut self, events: &[Ev], out: &mut Vec<Finding>) {
         let cert = self.id;
         let Some((reg, rev1, units)) = events.iter().find_map(|e| match &e.fact {
-            Fact::Registered(rev, units) if e.entry == cert => Some((e, rev, units)),
+            Fact::Registered(registered) if e.entry == cert => {
+                Some((e, &registered.0, &registered.1))
+            }
             _ => None,
         }) else {
             let evidence: Vec<EntryId> = events.iter().map(|e| e.entry).collect();
@@ -1649,7 +1785,7 @@ impl<'a> CertRun<'a> {
             return;
         };
         let producer = reg.chain;
-        let mut revisions: Vec<(u64, &RevFacts)> = vec![(reg.time, rev1.as_ref())];
+        let mut revisions: Vec<(u64, &RevFacts)> = vec![(reg.time, rev1)];
         let mut suspended: Option<EntryId> = None;
         let mut recalled: Option<EntryId> = None;
         let mut withdrawn: Option<EntryId> = None;
@@ -1658,9 +1794,10 @@ impl<'a> CertRun<'a> {
         let mut verified = false;
         let mut unit_map: HashMap<Box<str>, UnitRun> = HashMap::new();
 
+        let orgs = self.orgs;
         for ev in events {
             let by = ev.chain;
-            let lab = self.org(by).clone();
+            let lab = &orgs[by as usize];
             match &ev.fact {
                 Fact::Registered(..) => {}
                 Fact::Revised(rev) => {
@@ -1780,19 +1917,19 @@ impl<'a> CertRun<'a> {
                     }
                 }
                 Fact::Opened { serial } | Fact::Used { serial } => {
-                    let serial_s: &str = serial;
+                    let serial_s: &str = &self.serials[*serial as usize];
                     if !units.contains(serial_s) {
                         self.not_produced(ev, serial_s);
                         continue;
                     }
-                    let unit = unit_map.entry(serial.clone()).or_default();
-                    let subject = format!("{}/{serial_s}/{lab}", cert.to_hex());
+                    let unit = unit_map.entry(serial_s.into()).or_default();
+                    let subject = || format!("{}/{serial_s}/{lab}", cert.to_hex());
                     let received = unit.receivers.iter().any(|(o, _)| *o == by);
                     let shipped = unit.shipments.iter().any(|(to, _, _)| *to == by);
                     if !received && !shipped {
                         self.acc.add(
                             "domain/unit-not-shipped-to-lab",
-                            subject.clone(),
+                            subject(),
                             format!(
                                 "{lab} recorded using unit {serial_s} of certificate {}, which \
                                  the producer never shipped to it.",
@@ -1803,7 +1940,7 @@ impl<'a> CertRun<'a> {
                     } else if !received {
                         self.acc.add(
                             "domain/use-without-receipt",
-                            subject.clone(),
+                            subject(),
                             format!(
                                 "{lab} used unit {serial_s} of certificate {} without recording \
                                  its receipt.",
@@ -1841,7 +1978,7 @@ impl<'a> CertRun<'a> {
                     if let Some(w) = withdrawn {
                         self.acc.add(
                             "domain/use-after-withdrawal",
-                            subject.clone(),
+                            subject(),
                             format!(
                                 "{lab} used unit {serial_s} of certificate {} after the producer \
                                  withdrew the certificate.",
@@ -1852,7 +1989,7 @@ impl<'a> CertRun<'a> {
                     } else if let Some(rc) = recalled {
                         self.acc.add(
                             "domain/use-after-recall",
-                            subject.clone(),
+                            subject(),
                             format!(
                                 "{lab} used unit {serial_s} of certificate {} after the batch was \
                                  recalled.",
@@ -1863,7 +2000,7 @@ impl<'a> CertRun<'a> {
                     } else if let Some(s) = suspended {
                         self.acc.add(
                             "domain/use-while-suspended",
-                            subject.clone(),
+                            subject(),
                             format!(
                                 "{lab} used unit {serial_s} of certificate {} while the \
                                  certificate was suspended.",
@@ -1874,7 +2011,7 @@ impl<'a> CertRun<'a> {
                     } else if let Some(end) = expiry.filter(|&end| ev.time >= end) {
                         self.acc.add(
                             "domain/use-after-expiry",
-                            subject.clone(),
+                            subject(),
                             format!(
                                 "{lab} used unit {serial_s} of certificate {} on {}, after its \
                                  validity ended on {}.",
@@ -1889,7 +2026,7 @@ impl<'a> CertRun<'a> {
                     match &rev.after_opening {
                         AfterOpening::SingleUse if unit.uses > 0 => self.acc.add(
                             "domain/single-use-reused",
-                            subject.clone(),
+                            subject(),
                             format!(
                                 "{lab} used single-use unit {serial_s} of certificate {} more \
                                  than once.",
@@ -1903,7 +2040,7 @@ impl<'a> CertRun<'a> {
                             {
                                 self.acc.add(
                                     "domain/use-after-opening-period",
-                                    subject.clone(),
+                                    subject(),
                                     format!(
                                         "{lab} used unit {serial_s} of certificate {} on {}; it \
                                          was opened on {} and may be used for {p} (through {}).",
@@ -1921,7 +2058,7 @@ impl<'a> CertRun<'a> {
                     if let Some(d) = unit.disposed {
                         self.acc.add(
                             "domain/use-after-disposal",
-                            subject,
+                            subject(),
                             format!(
                                 "{lab} used unit {serial_s} of certificate {} after it was \
                                  disposed of.",

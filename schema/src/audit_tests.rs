@@ -1450,3 +1450,73 @@ fn impact_of_a_failed_verification() {
     assert_eq!(report.cause[0].entry, failed.id());
     assert_eq!(report.labs[0].uses_after_cutoff.len(), 1);
 }
+
+#[test]
+fn certificate_map_root_at_a_wanted_size_is_built_from_the_tallies() {
+    let mut fed = TestFederation::with_members();
+    let cert = register(&mut fed, soil_certificate("2025a"));
+    ship(&mut fed, cert, "S-0001", "nclab");
+    ship(&mut fed, cert, "S-0002", "nclab");
+    let other = register(&mut fed, soil_certificate("2025b"));
+    // Checkpoints at this size (the honest one counts `cert` three times), then one more entry:
+    // fed first, they are checked when the chain passes their size.
+    let honest = fed.checkpoint("acme-rm");
+    let mut body: CheckpointBody = honest.body().clone();
+    // A map that counts the second shipment as the last of `cert` twice over.
+    let mut miscounted = crate::certmap::CertMap::new();
+    for entry in fed.chain("acme-rm") {
+        miscounted.record_entry(entry);
+    }
+    miscounted.record(cert, fed.chain("acme-rm")[2].id());
+    body.certs = miscounted.root();
+    let wrong = Checkpoint::sign(&fed.keys[&org("acme-rm")], body).unwrap();
+    ship(&mut fed, other, "S-0001", "nclab");
+    for (checkpoint, finding) in [(&honest, false), (&wrong, true)] {
+        let mut auditor = Auditor::new(&fed.genesis, config(&fed));
+        auditor.checkpoint(checkpoint.bytes());
+        for chain in ["jxim", "acme-rm"] {
+            auditor
+                .chain_entries(&org(chain), fed.chain(chain).iter().map(Entry::bytes))
+                .unwrap();
+        }
+        let report = auditor.finish();
+        let found = report.findings.iter().any(|f| {
+            f.rule == "integrity/checkpoint-mismatch"
+                && f.explanation.contains("certificate map root")
+        });
+        assert_eq!(found, finding, "{:?}", report.findings);
+    }
+}
+
+#[test]
+fn parallel_map_fills_every_slot_in_order() {
+    for (n, threads) in [
+        (0, 2),
+        (5, 2),
+        (31, 2),
+        (32, 2),
+        (1000, 2),
+        (1000, 3),
+        (77, 1),
+    ] {
+        let mut out = vec![Some(7usize); 3];
+        par_map_into(n, threads, |i| i * i, &mut out);
+        let want: Vec<Option<usize>> = (0..n).map(|i| Some(i * i)).collect();
+        assert_eq!(out, want, "n {n}, threads {threads}");
+    }
+}
+
+#[test]
+fn a_page_gives_back_each_entry() {
+    let mut page = Page::default();
+    let entries: [&[u8]; 4] = [b"abc", b"", b"d", b"efgh"];
+    for e in entries {
+        page.push(e);
+    }
+    assert_eq!(page.len(), 4);
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(page.get(i), *e);
+    }
+    page.clear();
+    assert!(page.is_empty());
+}

@@ -345,12 +345,58 @@ pub fn from_canonical<T: Serialize + DeserializeOwned>(
     check_canonical(bytes, max_len)?;
     let value: T =
         cbor4ii::serde::from_slice(bytes).map_err(|e| CborError::Shape(e.to_string()))?;
-    let again = cbor4ii::serde::to_vec(Vec::with_capacity(bytes.len()), &value)
-        .map_err(|e| CborError::Encode(e.to_string()))?;
-    if again != bytes {
+    if !encodes_to(&value, bytes)? {
         return Err(CborError::NotCanonical);
     }
     Ok(value)
+}
+
+/// Whether `value` encodes to exactly `expected`: the re-encoding is compared as it is
+/// written, without building it (the decoders' hot path: one comparison, no allocation).
+fn encodes_to<T: Serialize>(value: &T, expected: &[u8]) -> Result<bool, CborError> {
+    let mut writer = Compare {
+        expected,
+        at: 0,
+        differs: false,
+    };
+    match value.serialize(&mut cbor4ii::serde::Serializer::new(&mut writer)) {
+        Ok(()) => Ok(!writer.differs && writer.at == expected.len()),
+        Err(_) if writer.differs => Ok(false),
+        Err(e) => Err(CborError::Encode(e.to_string())),
+    }
+}
+
+/// A cbor4ii writer that checks the bytes written against `expected` instead of storing them.
+struct Compare<'a> {
+    expected: &'a [u8],
+    at: usize,
+    differs: bool,
+}
+
+/// The first byte where a re-encoding left the expected bytes.
+#[derive(Debug)]
+struct Differs;
+
+impl std::fmt::Display for Differs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the encoding differs from the expected bytes")
+    }
+}
+
+impl std::error::Error for Differs {}
+
+impl cbor4ii::core::enc::Write for Compare<'_> {
+    type Error = Differs;
+
+    fn push(&mut self, input: &[u8]) -> Result<(), Differs> {
+        let end = self.at + input.len();
+        if self.expected.get(self.at..end) != Some(input) {
+            self.differs = true;
+            return Err(Differs);
+        }
+        self.at = end;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -481,5 +527,24 @@ mod tests {
             from_canonical::<Sample>(&extra, 100),
             Err(CborError::Shape(_))
         ));
+    }
+
+    #[test]
+    fn the_re_encoding_is_compared_byte_for_byte() {
+        let value = Sample {
+            a: 1,
+            bb: Some("xy".into()),
+        };
+        let bytes = to_canonical(&value).unwrap();
+        assert_eq!(encodes_to(&value, &bytes), Ok(true));
+        // A differing byte, a missing tail, an extra tail.
+        let mut changed = bytes.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        assert_eq!(encodes_to(&value, &changed), Ok(false));
+        assert_eq!(encodes_to(&value, &bytes[..bytes.len() - 1]), Ok(false));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(encodes_to(&value, &longer), Ok(false));
+        assert_eq!(encodes_to(&value, &[]), Ok(false));
     }
 }

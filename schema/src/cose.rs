@@ -221,22 +221,34 @@ impl<'a> Sign1<'a> {
 
     /// Checks the signature with `verify_strict`.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), CoseError> {
-        let message = sig_structure(self.protected, self.payload);
-        key.verify_strict(&message, &Signature::from_bytes(&self.signature))
-            .map_err(|_| CoseError::BadSignature)
+        // The message is built in a buffer kept per thread: verifying is the hot path of
+        // replication and the audit, and the message is as long as the entry.
+        thread_local! {
+            static MESSAGE: std::cell::RefCell<Writer> = std::cell::RefCell::new(Writer::new());
+        }
+        MESSAGE.with_borrow_mut(|w| {
+            w.buf.clear();
+            write_sig_structure(w, self.protected, self.payload);
+            key.verify_strict(&w.buf, &Signature::from_bytes(&self.signature))
+                .map_err(|_| CoseError::BadSignature)
+        })
     }
 }
 
 /// `Sig_structure` for COSE_Sign1 with empty external AAD (RFC 9052 §4.4).
 pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut w = Writer::new();
+    write_sig_structure(&mut w, protected, payload);
+    w.into_bytes()
+}
+
+fn write_sig_structure(w: &mut Writer, protected: &[u8], payload: &[u8]) {
     w.buf.reserve(protected.len() + payload.len() + 24);
     w.head(major::ARRAY, 4)
         .text("Signature1")
         .bytes(protected)
         .bytes(&[])
         .bytes(payload);
-    w.into_bytes()
 }
 
 /// Signs `payload` and returns the COSE_Sign1 bytes with an empty unprotected header.
