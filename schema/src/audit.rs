@@ -622,7 +622,8 @@ impl ChainState {
         }
     }
 
-    /// Counts entry `id` for the certificates it concerns ([`CertMap::record_entry`]).
+    /// Counts entry `id` under each of its certificate map keys ([`Entry::map_keys`]: its
+    /// certificates and, for a membership record, the membership key), as the map does.
     fn record_certificates(
         &mut self,
         certificates: impl Iterator<Item = CertificateId>,
@@ -1102,7 +1103,7 @@ impl Auditor {
         state.last_time = time;
         state.first_time.get_or_insert(time);
         state.remember(seq, id);
-        state.record_certificates(entry.certificates(), id);
+        state.record_certificates(entry.map_keys(), id);
         state.push_leaf(leaf, id);
         self.findings.extend(breaks);
 
