@@ -1852,6 +1852,20 @@ impl Store {
             .map_err(proof_error)
     }
 
+    /// The anchor keys under `tag` (`a` waiting, `w` witnessed) naming `chain` at a size of at
+    /// most `upto`, in size order, and their common prefix.
+    fn anchor_keys(&self, tag: u8, chain: &OrgId, upto: u64) -> (Vec<u8>, sled::Iter) {
+        let prefix = chain_key(tag, chain);
+        let range = if upto == u64::MAX {
+            self.index.scan_prefix(&prefix)
+        } else {
+            let mut end = prefix.clone();
+            end.extend_from_slice(&(upto + 1).to_be_bytes());
+            self.index.range(prefix.clone()..end)
+        };
+        (prefix, range)
+    }
+
     /// Up to `limit` anchors naming `chain` at a size of at most `upto` that are not yet marked
     /// checked, smallest size first.
     pub fn unchecked_anchors(
@@ -1860,14 +1874,7 @@ impl Store {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<AnchorRef>, StorageError> {
-        let prefix = chain_key(P_ANCHOR, chain);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&upto.saturating_add(1).to_be_bytes());
-        let range = if upto == u64::MAX {
-            self.index.scan_prefix(&prefix)
-        } else {
-            self.index.range(prefix.clone()..end)
-        };
+        let (prefix, range) = self.anchor_keys(P_ANCHOR, chain, upto);
         range
             .take(limit)
             .map(|item| {
@@ -1885,14 +1892,7 @@ impl Store {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<AnchorRef>, StorageError> {
-        let prefix = chain_key(P_WITNESSED, chain);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&upto.saturating_add(1).to_be_bytes());
-        let range = if upto == u64::MAX {
-            self.index.scan_prefix(&prefix)
-        } else {
-            self.index.range(prefix.clone()..end)
-        };
+        let (prefix, range) = self.anchor_keys(P_WITNESSED, chain, upto);
         range
             .rev()
             .take(limit)
