@@ -256,6 +256,34 @@ impl Client {
         })
     }
 
+    /// `POST /v1/records/batch`: submits up to 1000 records, appended as consecutive entries,
+    /// all or none. A refusal names the record (`Error::Api { index, .. }`).
+    pub async fn post_records(&self, records: &[Record]) -> Result<Vec<Appended>, Error> {
+        let url = self.url("/v1/records/batch", &[]);
+        let name = url.to_string();
+        let body = serde_json::to_vec(records)
+            .map_err(|e| Error::Usage(format!("cannot encode the records: {e}")))?;
+        let answer = self
+            .send(Method::POST, url, Some(body), MAX_JSON_BYTES)
+            .await?;
+        let appended: Vec<Appended> =
+            serde_json::from_slice(&answer).map_err(|e| Error::BadResponse {
+                url: name.clone(),
+                detail: format!("not the expected JSON: {e}"),
+            })?;
+        if appended.len() != records.len() {
+            return Err(Error::BadResponse {
+                url: name,
+                detail: format!(
+                    "{} records sent, {} acknowledged",
+                    records.len(),
+                    appended.len()
+                ),
+            });
+        }
+        Ok(appended)
+    }
+
     // -----------------------------------------------------------------------------------------
     // Reads
 
@@ -505,6 +533,8 @@ struct ApiErrorBody {
     #[serde(default)]
     rule: Option<String>,
     #[serde(default)]
+    index: Option<usize>,
+    #[serde(default)]
     detail: String,
 }
 
@@ -515,6 +545,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> Error {
             class: e.error,
             field: e.field,
             rule: e.rule,
+            index: e.index,
             detail: e.detail,
         },
         Err(_) => Error::Api {
@@ -526,6 +557,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> Error {
                 .replace(' ', "_"),
             field: None,
             rule: None,
+            index: None,
             detail: String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned(),
         },
     }

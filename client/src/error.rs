@@ -4,14 +4,16 @@
 /// Why a call to a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The node answered with an API error `{error, field?, rule?, detail}`.
-    #[error("{}", api_message(.status, .class, .field, .rule, .detail))]
+    /// The node answered with an API error `{error, field?, rule?, index?, detail}`.
+    #[error("{}", api_message(.status, .class, .field, .rule, .index, .detail))]
     Api {
         status: u16,
         /// The error class: `invalid`, `forbidden`, `conflict`, `not_found`, `unauthorized`, …
         class: String,
         field: Option<String>,
         rule: Option<String>,
+        /// In a batch: the position (from 0) of the record refused.
+        index: Option<usize>,
         detail: String,
     },
     /// The node could not be reached, or the connection failed or timed out.
@@ -33,9 +35,13 @@ fn api_message(
     class: &str,
     field: &Option<String>,
     rule: &Option<String>,
+    index: &Option<usize>,
     detail: &str,
 ) -> String {
     let mut text = format!("the node refused ({status} {class})");
+    if let Some(index) = index {
+        text.push_str(&format!(", record {index} of the batch"));
+    }
     if let Some(field) = field {
         text.push_str(&format!(", field {field}"));
     }
@@ -77,9 +83,11 @@ impl Error {
                 class,
                 field,
                 rule,
+                index,
                 detail,
             } => serde_json::json!({
-                "error": class, "status": status, "field": field, "rule": rule, "detail": detail,
+                "error": class, "status": status, "field": field, "rule": rule, "index": index,
+                "detail": detail,
             }),
             Error::Network { .. } => {
                 serde_json::json!({"error": "network", "detail": self.to_string()})

@@ -6,6 +6,7 @@
 //! `--fail-on` level or above); 1 refused — by the node, by a local check of the input, or
 //! (`verify`) not valid, (`audit`) findings; 2 usage, configuration or network error.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -28,9 +29,9 @@ use rmledger_schema::decimal::Decimal;
 use rmledger_schema::federation::{Genesis, GenesisBody};
 use rmledger_schema::ids::{CertificateId, FederationId, KeyId, OrgId, PublicKey};
 use rmledger_schema::records::{
-    Disposed, Enrol, KeyAdded, KeyRevoked, MemberStatus, Opened, Purpose, Received, Record,
-    RecordError, Role, Severity, Shipped, StabilityCheck, StabilityConclusion, StatusChange,
-    Uncertainty, Used, ValueVerification, Verdict,
+    Disposed, Enrol, KeyAdded, KeyRevoked, MAX_BATCH_RECORDS, MemberStatus, Opened, Purpose,
+    Received, Record, RecordError, Role, Severity, Shipped, StabilityCheck, StabilityConclusion,
+    StatusChange, Uncertainty, Used, ValueVerification, Verdict,
 };
 use rmledger_schema::serial::{SerialRange, SerialSet};
 use rmledger_schema::units::Unit;
@@ -132,6 +133,9 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Submit records written as JSON (as in the API guide): one record, or an array of up to
+    /// 1000 appended as consecutive entries, all or none. FILE `-` reads standard input.
+    Submit { file: PathBuf },
     /// Show a certificate as the node knows it: status, values, verifications, units, timeline.
     Show { cert: CertRef },
     /// Verify a certificate offline from its proof bundle, against the pinned federation.
@@ -896,6 +900,7 @@ async fn run(cli: Cli) -> Outcome {
             genesis,
         } => impact(&ctx, &cert, since.as_deref(), genesis.as_deref()).await,
         Command::Status => status(&ctx).await,
+        Command::Submit { file } => submit_file(&ctx, &file).await,
         Command::Config(command) => config(ctx, command),
     }
 }
@@ -922,6 +927,100 @@ async fn submit(ctx: &Ctx, client: &Client, record: Record) -> Outcome {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `submit FILE`: records as JSON, one or an array, checked locally (naming the record that is
+/// wrong) and sent in one request, all or none.
+async fn submit_file(ctx: &Ctx, file: &Path) -> Outcome {
+    let name = file.display().to_string();
+    let text = if name == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(MAX_SUBMIT_BYTES + 1)
+            .read_to_string(&mut text)?;
+        text
+    } else {
+        let size = std::fs::metadata(file)?.len();
+        if size > MAX_SUBMIT_BYTES {
+            return Err(Failure::usage(format!(
+                "{name} is larger than {MAX_SUBMIT_BYTES} bytes; split it into batches of at most {MAX_BATCH_RECORDS} records"
+            )));
+        }
+        std::fs::read_to_string(file)?
+    };
+    if text.len() as u64 > MAX_SUBMIT_BYTES {
+        return Err(Failure::usage(format!(
+            "{name} is larger than {MAX_SUBMIT_BYTES} bytes"
+        )));
+    }
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::usage(format!("{name} is not JSON: {e}")))?;
+    let (single, values) = match value {
+        serde_json::Value::Array(values) => (false, values),
+        value => (true, vec![value]),
+    };
+    if values.is_empty() || values.len() > MAX_BATCH_RECORDS {
+        return Err(Failure::usage(format!(
+            "{name} holds {} records; a batch carries 1 to {MAX_BATCH_RECORDS}",
+            values.len()
+        )));
+    }
+    let mut records = Vec::with_capacity(values.len());
+    for (index, value) in values.into_iter().enumerate() {
+        let at = if single {
+            name.clone()
+        } else {
+            format!("{name}, record {index}")
+        };
+        let record: Record = serde_path_to_error::deserialize(value).map_err(|e| {
+            Failure::refused(
+                format!("{at}: not a record at {}: {}", e.path(), e.inner()),
+                json!({"error": "malformed", "index": (!single).then_some(index),
+                       "field": e.path().to_string(), "detail": e.inner().to_string()}),
+            )
+        })?;
+        record.validate().map_err(|e| {
+            Failure::refused(
+                format!(
+                    "{at}: invalid record: field {}: {} ({})",
+                    e.field, e.detail, e.rule
+                ),
+                json!({"error": "invalid", "index": (!single).then_some(index), "field": e.field,
+                       "rule": e.rule, "detail": e.detail}),
+            )
+        })?;
+        records.push(record);
+    }
+    let client = ctx.client()?;
+    if single {
+        let record = records.pop().expect("one record");
+        return submit(ctx, &client, record).await;
+    }
+    let appended = client.post_records(&records).await?;
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .zip(&appended)
+        .map(|(r, a)| json!({"kind": r.kind(), "id": a.id, "chain": a.chain, "seq": a.seq}))
+        .collect();
+    ctx.print(&json!(rows), || {
+        let (first, last) = (&appended[0], &appended[appended.len() - 1]);
+        let mut text = format!(
+            "{} {} records appended to {} at seq {}..{}\n",
+            ctx.style.good("✓"),
+            appended.len(),
+            first.chain,
+            first.seq,
+            last.seq
+        );
+        for (record, a) in records.iter().zip(&appended) {
+            text.push_str(&format!("  {:>6}  {:<18} {}\n", a.seq, record.kind(), a.id));
+        }
+        text
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The largest file `submit` reads: the node's default body limit is 256 KiB.
+const MAX_SUBMIT_BYTES: u64 = 4 * 1024 * 1024;
 
 async fn status_change(ctx: &Ctx, args: StatusArgs, make: fn(StatusChange) -> Record) -> Outcome {
     let client = ctx.client()?;

@@ -31,7 +31,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::append::{WriteError, Writer, now_unix_ms, rule_status};
+use crate::append::{Refused, WriteError, Writer, now_unix_ms, rule_status};
 use crate::audit::NodeAudit;
 use crate::config::Config;
 use crate::ledger::{Ledger, LedgerError};
@@ -58,6 +58,11 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
         "post",
         "/v1/records",
         "Submit a record (JSON) as an operator: validated, signed, appended durably",
+    ),
+    (
+        "post",
+        "/v1/records/batch",
+        "Submit several records (a JSON array) as an operator: appended together as consecutive entries, all or none",
     ),
     (
         "get",
@@ -167,6 +172,7 @@ pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
     Router::new()
         .route(documented("/v1/records"), post(post_record))
+        .route(documented("/v1/records/batch"), post(post_records))
         .route(documented("/v1/federation"), get(federation))
         .route(documented("/v1/members"), get(members))
         .route(documented("/v1/chains"), get(chains))
@@ -295,6 +301,9 @@ pub struct ApiError {
     field: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
+    /// In a batch request: the index of the record refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
     detail: String,
 }
 
@@ -305,6 +314,7 @@ impl ApiError {
             error,
             field: None,
             rule: None,
+            index: None,
             detail: detail.into(),
         }
     }
@@ -359,6 +369,7 @@ impl From<WriteError> for ApiError {
                 error: "invalid",
                 field: Some(r.field),
                 rule: Some(r.rule.to_owned()),
+                index: None,
                 detail,
             },
             WriteError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", detail),
@@ -375,6 +386,7 @@ impl From<WriteError> for ApiError {
                     error,
                     field: None,
                     rule: Some(rule.rule.to_owned()),
+                    index: None,
                     detail,
                 }
             }
@@ -383,6 +395,7 @@ impl From<WriteError> for ApiError {
                 error: "conflict",
                 field: None,
                 rule: Some("membership".into()),
+                index: None,
                 detail,
             },
             WriteError::UnknownCertificate(_) => Self {
@@ -390,6 +403,7 @@ impl From<WriteError> for ApiError {
                 error: "not_found",
                 field: Some("cert".into()),
                 rule: Some("unknown-certificate".into()),
+                index: None,
                 detail,
             },
             WriteError::AnchorContradicts(_) => Self {
@@ -397,12 +411,26 @@ impl From<WriteError> for ApiError {
                 error: "conflict",
                 field: Some("root".into()),
                 rule: Some("anchor-contradicts".into()),
+                index: None,
                 detail,
             },
             WriteError::Storage(_) => Self::internal(detail),
             WriteError::Unavailable(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
             }
+            WriteError::BatchSize(_) => Self {
+                rule: Some("batch-size".into()),
+                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail)
+            },
+        }
+    }
+}
+
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> Self {
+        Self {
+            index: refused.index,
+            ..Self::from(refused.error)
         }
     }
 }
@@ -433,29 +461,43 @@ async fn post_record(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // The headers are read in place (a `HeaderMap` extractor would copy them all), then the
-    // body is taken with the same extractor and limit as before.
-    let operator = authenticate(&state.config, request.headers())?;
-    let body =
-        Bytes::from_request(request, &state)
-            .await
-            .map_err(|rejection: BytesRejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        format!(
-                            "the body is larger than {} bytes",
-                            state.config.limits.max_body_bytes
-                        ),
-                    )
-                } else {
-                    ApiError::bad_request(rejection.body_text())
-                }
-            })?;
-    let record = parse_record(&body)?;
+    let (operator, body) = write_request(&state, request).await?;
+    let record = parse_json::<Record>(&body, "record")?;
     let appended = state.writer.submit(operator, record).await?;
     Ok((StatusCode::CREATED, Json(appended)).into_response())
+}
+
+async fn post_records(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (operator, body) = write_request(&state, request).await?;
+    let records = parse_json::<Vec<Record>>(&body, "array of records")?;
+    let appended = state.writer.submit_all(operator, records).await?;
+    Ok((StatusCode::CREATED, Json(appended)).into_response())
+}
+
+/// The operator and the body of a write. The headers are read in place (a `HeaderMap`
+/// extractor would copy them all), then the body is taken with the router's size limit.
+async fn write_request(state: &AppState, request: Request) -> Result<(String, Bytes), ApiError> {
+    let operator = authenticate(&state.config, request.headers())?;
+    let body = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!(
+                        "the body is larger than {} bytes",
+                        state.config.limits.max_body_bytes
+                    ),
+                )
+            } else {
+                ApiError::bad_request(rejection.body_text())
+            }
+        })?;
+    Ok((operator, body))
 }
 
 fn authenticate(config: &Config, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -475,41 +517,49 @@ fn authenticate(config: &Config, headers: &HeaderMap) -> Result<String, ApiError
         .ok_or_else(|| unauthorized("unknown operator token"))
 }
 
-/// Parses a JSON record, naming the field that is wrong.
+/// Parses a JSON body (`what`: "record" or "array of records"), naming the field that is wrong.
 ///
-/// The common case (a valid record) is parsed directly; only a body that fails is parsed a
-/// second time with `serde_path_to_error`, whose path tracking costs on every field, to name
-/// the field. Parsing is deterministic, so the second pass fails with the same error.
-fn parse_record(body: &[u8]) -> Result<Record, ApiError> {
+/// The common case (a valid body) is parsed directly; only a body that fails is parsed a second
+/// time with `serde_path_to_error`, whose path tracking costs on every field, to name the field
+/// (and, in an array, the index of the record). Parsing is deterministic, so the second pass
+/// fails with the same error.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let record = match Record::deserialize(&mut deserializer) {
-        Ok(record) => record,
-        Err(plain) => return Err(record_error(body, &plain)),
+    let value = match T::deserialize(&mut deserializer) {
+        Ok(value) => value,
+        Err(plain) => return Err(json_error::<T>(body, what, &plain)),
     };
     deserializer
         .end()
-        .map_err(|e| ApiError::bad_request(format!("trailing data after the record: {e}")))?;
-    Ok(record)
+        .map_err(|e| ApiError::bad_request(format!("trailing data after the {what}: {e}")))?;
+    Ok(value)
 }
 
-/// The 400 for a body that is not a record, naming the field (JSON path) where parsing failed.
-fn record_error(body: &[u8], plain: &serde_json::Error) -> ApiError {
+/// The 400 for a body that is not what was expected, naming the field (JSON path) where
+/// parsing failed and, in an array, the index of the element.
+fn json_error<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+    plain: &serde_json::Error,
+) -> ApiError {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, Record>(&mut deserializer) {
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
         Err(e) => {
-            let path = e.path().to_string();
+            let path = e.path();
+            let index = match path.iter().next() {
+                Some(serde_path_to_error::Segment::Seq { index }) => Some(*index),
+                _ => None,
+            };
+            let path = path.to_string();
             let detail = e.inner().to_string();
             ApiError {
                 field: (path != ".").then_some(path),
-                ..ApiError::bad_request(format!(
-                    "the record is not valid JSON of a record: {detail}"
-                ))
+                index,
+                ..ApiError::bad_request(format!("the body is not valid JSON of a {what}: {detail}"))
             }
         }
         // Unreachable in practice (the same input, the same deserializer); say what failed.
-        Ok(_) => {
-            ApiError::bad_request(format!("the record is not valid JSON of a record: {plain}"))
-        }
+        Ok(_) => ApiError::bad_request(format!("the body is not valid JSON of a {what}: {plain}")),
     }
 }
 

@@ -18,7 +18,7 @@ use rmledger_schema::federation::{FederationError, Membership};
 use rmledger_schema::ids::{CertificateId, EntryId, OrgId, TreeHash};
 use rmledger_schema::lifecycle::{self, CertificateState, RuleError, RuleKind};
 use rmledger_schema::merkle::{Frontier, Sha256};
-use rmledger_schema::records::{Record, RecordError};
+use rmledger_schema::records::{MAX_BATCH_RECORDS, Record, RecordError};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -26,7 +26,7 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
 use crate::storage::Batch;
 
-/// The most requests one commit takes.
+/// The most records one commit takes (a batch request larger than this commits alone).
 pub const MAX_BATCH: usize = 512;
 /// How many requests may wait for the writer before submitters are refused.
 const QUEUE: usize = 8192;
@@ -67,12 +67,32 @@ pub enum WriteError {
     /// The writer is shutting down or overloaded (503).
     #[error("the node is not accepting writes now: {0}")]
     Unavailable(&'static str),
+    /// A batch request with no records or too many (422).
+    #[error("a batch carries 1 to {MAX_BATCH_RECORDS} records; this one carries {0}")]
+    BatchSize(usize),
 }
 
+/// A batch request refused: the record at `index` (in submission order), when one record is to
+/// blame, was refused for `error`. Nothing of the request was written.
+#[derive(Debug)]
+pub struct Refused {
+    pub index: Option<usize>,
+    pub error: WriteError,
+}
+
+impl Refused {
+    fn whole(error: WriteError) -> Self {
+        Self { index: None, error }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<Appended>, Refused>>;
+
+/// One submission: one record, or a batch that is written all together or not at all.
 struct Request {
     operator: String,
-    record: Record,
-    reply: oneshot::Sender<Result<Appended, WriteError>>,
+    records: Vec<Record>,
+    reply: Reply,
 }
 
 /// The handle HTTP handlers use to submit writes.
@@ -96,19 +116,44 @@ impl Writer {
 
     /// Validates, signs and durably appends `record` on behalf of `operator`.
     pub async fn submit(&self, operator: String, record: Record) -> Result<Appended, WriteError> {
+        let mut appended = self
+            .submit_all(operator, vec![record])
+            .await
+            .map_err(|refused| refused.error)?;
+        Ok(appended.remove(0))
+    }
+
+    /// Validates, signs and durably appends `records`, in order, as consecutive entries of this
+    /// node's chain: all of them or none. Each record is checked against the state the ones
+    /// before it leave; the first refused one refuses the request, naming its index.
+    pub async fn submit_all(
+        &self,
+        operator: String,
+        records: Vec<Record>,
+    ) -> Result<Vec<Appended>, Refused> {
+        if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
+            return Err(Refused::whole(WriteError::BatchSize(records.len())));
+        }
         // Static rules need no state: refuse early, outside the writer.
-        record.validate().map_err(WriteError::Invalid)?;
+        for (index, record) in records.iter().enumerate() {
+            record.validate().map_err(|e| Refused {
+                index: Some(index),
+                error: WriteError::Invalid(e),
+            })?;
+        }
         let (reply, answer) = oneshot::channel();
         self.tx
             .try_send(Request {
                 operator,
-                record,
+                records,
                 reply,
             })
-            .map_err(|_| WriteError::Unavailable("the write queue is full or closed"))?;
+            .map_err(|_| {
+                Refused::whole(WriteError::Unavailable("the write queue is full or closed"))
+            })?;
         answer
             .await
-            .map_err(|_| WriteError::Unavailable("the writer stopped"))?
+            .map_err(|_| Refused::whole(WriteError::Unavailable("the writer stopped")))?
     }
 }
 
@@ -146,10 +191,14 @@ async fn run(
                 }
             },
         };
+        let mut records = first.records.len();
         let mut requests = vec![first];
-        while requests.len() < MAX_BATCH {
+        while records < MAX_BATCH {
             match rx.try_recv() {
-                Ok(request) => requests.push(request),
+                Ok(request) => {
+                    records += request.records.len();
+                    requests.push(request);
+                }
                 Err(_) => break,
             }
         }
@@ -169,9 +218,9 @@ async fn run(
         if !previous_ok {
             // The store refuses writes after a failed append; say why, write nothing.
             for (reply, _) in prepared.waiting {
-                let _ = reply.send(Err(WriteError::Storage(
+                let _ = reply.send(Err(Refused::whole(WriteError::Storage(
                     "an earlier append failed; the node refuses writes until restarted".into(),
-                )));
+                ))));
             }
             continue;
         }
@@ -184,7 +233,7 @@ async fn run(
     }
 }
 
-type Waiting = Vec<(oneshot::Sender<Result<Appended, WriteError>>, Appended)>;
+type Waiting = Vec<(Reply, Vec<Appended>)>;
 type WriteResult = (Batch, Result<(), crate::storage::StorageError>);
 
 /// A signed batch whose append (write + fsync) is running on a blocking thread.
@@ -233,9 +282,56 @@ struct Pending<'a> {
     /// [`Carry`] keeps.
     touched: HashSet<CertificateId>,
     registered: HashSet<(String, String)>,
+    /// While a request of several records is being checked: how to undo its effects.
+    undo: Option<Undo>,
+}
+
+/// What a request of several records changed in [`Pending`], to put back if a later record of
+/// it is refused.
+#[derive(Default)]
+struct Undo {
+    /// Each certificate as it was before the request first touched it (`None`: not loaded).
+    certificates: Vec<(CertificateId, Option<CertificateState>)>,
+    seen: HashSet<CertificateId>,
+    /// (code, batch) pairs the request registered.
+    registrations: Vec<(String, String)>,
+    /// The membership before the request, when it is on the registrar's chain.
+    membership: Option<Option<Membership>>,
 }
 
 impl Pending<'_> {
+    /// Starts recording how to undo the records that follow.
+    fn begin(&mut self) {
+        let registrar = self.ledger.org() == self.ledger.genesis().registrar();
+        self.undo = Some(Undo {
+            membership: registrar.then(|| self.membership.clone()),
+            ..Undo::default()
+        });
+    }
+
+    /// Keeps the effects recorded since [`Pending::begin`].
+    fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// Puts back the state as it was at [`Pending::begin`].
+    fn rollback(&mut self) {
+        let Some(undo) = self.undo.take() else { return };
+        for (id, before) in undo.certificates.into_iter().rev() {
+            match before {
+                Some(state) => self.certificates.insert(id, state),
+                None => self.certificates.remove(&id),
+            };
+        }
+        for pair in undo.registrations {
+            self.registrations.remove(&pair);
+            self.registered.remove(&pair);
+        }
+        if let Some(membership) = undo.membership {
+            self.membership = membership;
+        }
+    }
+
     fn membership(&self) -> MembershipView<'_> {
         match &self.membership {
             Some(m) => MembershipView::Owned(m),
@@ -247,6 +343,12 @@ impl Pending<'_> {
         &mut self,
         id: &CertificateId,
     ) -> Result<Option<&mut CertificateState>, WriteError> {
+        if let Some(undo) = &mut self.undo
+            && undo.seen.insert(*id)
+        {
+            undo.certificates
+                .push((*id, self.certificates.get(id).cloned()));
+        }
         if !self.certificates.contains_key(id) {
             match self.ledger.certificate(id).map_err(storage)? {
                 Some(state) => {
@@ -306,6 +408,7 @@ fn prepare(
                 registrations: carry.registrations,
                 touched: HashSet::new(),
                 registered: HashSet::new(),
+                undo: None,
             },
         ),
         None => {
@@ -326,6 +429,7 @@ fn prepare(
                 registrations: HashSet::new(),
                 touched: HashSet::new(),
                 registered: HashSet::new(),
+                undo: None,
             };
             (frontier, head, last_time, pending)
         }
@@ -333,46 +437,71 @@ fn prepare(
     let mut entries = Vec::with_capacity(requests.len());
     let mut waiting = Vec::with_capacity(requests.len());
     for request in requests {
-        // Time never goes backwards on a chain, even if the clock does.
-        let time = now_unix_ms().max(last_time);
-        let checked = check(&mut pending, &org, time, &request.record);
-        let signed = checked.and_then(|()| {
-            let payload = Payload {
-                version: VERSION,
-                operator: request.operator,
-                federation: ledger.genesis().id(),
-                record: request.record,
-                seq: frontier.size(),
-                prev: head,
-                time_unix_ms: time,
-                chain: org.clone(),
-            };
-            Entry::sign(key, payload)
-                .map_err(|e| WriteError::Storage(format!("signing failed: {e}")))
-        });
-        match signed {
-            Ok(entry) => {
-                if frontier.append::<Sha256>(entry.leaf_hash().0).is_err() {
-                    let _ = request
-                        .reply
-                        .send(Err(WriteError::Unavailable("the chain is full")));
-                    continue;
+        let Request {
+            operator,
+            records,
+            reply,
+        } = request;
+        // A request of several records is all or nothing: remember where it started so a
+        // refusal part-way can undo the records before it.
+        let start = (frontier.clone(), head, last_time, entries.len());
+        let several = records.len() > 1;
+        if several {
+            pending.begin();
+        }
+        let mut appended = Vec::with_capacity(records.len());
+        let mut refused = None;
+        for (index, record) in records.into_iter().enumerate() {
+            // Time never goes backwards on a chain, even if the clock does.
+            let time = now_unix_ms().max(last_time);
+            let signed = check(&mut pending, &org, time, &record).and_then(|()| {
+                let payload = Payload {
+                    version: VERSION,
+                    operator: operator.clone(),
+                    federation: ledger.genesis().id(),
+                    record,
+                    seq: frontier.size(),
+                    prev: head,
+                    time_unix_ms: time,
+                    chain: org.clone(),
+                };
+                Entry::sign(key, payload)
+                    .map_err(|e| WriteError::Storage(format!("signing failed: {e}")))
+            });
+            let entry = match signed {
+                Ok(entry) => entry,
+                Err(error) => {
+                    refused = Some(Refused {
+                        index: several.then_some(index),
+                        error,
+                    });
+                    break;
                 }
-                apply(&mut pending, &entry, offset);
-                head = Some(entry.id());
-                last_time = time;
-                waiting.push((
-                    request.reply,
-                    Appended {
-                        id: entry.id(),
-                        chain: org.clone(),
-                        seq: entry.seq(),
-                    },
-                ));
-                entries.push(entry);
+            };
+            if frontier.append::<Sha256>(entry.leaf_hash().0).is_err() {
+                refused = Some(Refused::whole(WriteError::Unavailable("the chain is full")));
+                break;
             }
-            Err(e) => {
-                let _ = request.reply.send(Err(e));
+            apply(&mut pending, &entry, offset);
+            head = Some(entry.id());
+            last_time = time;
+            appended.push(Appended {
+                id: entry.id(),
+                chain: org.clone(),
+                seq: entry.seq(),
+            });
+            entries.push(entry);
+        }
+        match refused {
+            None => {
+                pending.commit();
+                waiting.push((reply, appended));
+            }
+            Some(refused) => {
+                (frontier, head, last_time) = (start.0, start.1, start.2);
+                entries.truncate(start.3);
+                pending.rollback();
+                let _ = reply.send(Err(refused));
             }
         }
     }
@@ -396,7 +525,9 @@ fn prepare(
         Ok(c) => c,
         Err(e) => {
             for (reply, _) in waiting {
-                let _ = reply.send(Err(WriteError::Storage(format!("checkpoint: {e}"))));
+                let _ = reply.send(Err(Refused::whole(WriteError::Storage(format!(
+                    "checkpoint: {e}"
+                )))));
             }
             return None;
         }
@@ -477,7 +608,7 @@ fn finish(
         Err(e) => {
             tracing::error!(error = %e, "append failed; the node refuses writes until restarted");
             for (reply, _) in waiting {
-                let _ = reply.send(Err(WriteError::Storage(e.to_string())));
+                let _ = reply.send(Err(Refused::whole(WriteError::Storage(e.to_string()))));
             }
             false
         }
@@ -614,7 +745,11 @@ fn apply(pending: &mut Pending<'_>, entry: &Entry, offset: i32) {
                 certificate.code.as_str().to_owned(),
                 certificate.batch.clone(),
             );
-            pending.registrations.insert(pair.clone());
+            if pending.registrations.insert(pair.clone())
+                && let Some(undo) = &mut pending.undo
+            {
+                undo.registrations.push(pair.clone());
+            }
             pending.registered.insert(pair);
             if let Some(superseded) = certificate.supersedes
                 && let Some(state) = pending.certificates.get_mut(&superseded)

@@ -722,6 +722,10 @@ fn fail<T>(
 /// The longest free text we accept in a record field.
 pub const MAX_TEXT: usize = 4000;
 
+/// The most records one batch write (`POST /v1/records/batch`) may carry; the node refuses more
+/// (422 `batch-size`) and the client checks before sending.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+
 fn text(field: &str, value: &str, required: bool) -> Result<(), RecordError> {
     if required && value.trim().is_empty() {
         return fail(field, "text-empty", "must not be empty");

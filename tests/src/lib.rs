@@ -983,12 +983,14 @@ pub struct ChainRow {
     pub root: String,
 }
 
-/// An error body: `{"error", "field"?, "rule"?, "detail"}`.
+/// An error body: `{"error", "field"?, "rule"?, "index"?, "detail"}`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiError {
     pub error: String,
     pub field: Option<String>,
     pub rule: Option<String>,
+    /// From `POST /v1/records/batch`: the record refused.
+    pub index: Option<usize>,
     pub detail: String,
 }
 
@@ -1076,15 +1078,37 @@ impl Api {
         body: Vec<u8>,
         authorization: Option<&str>,
     ) -> anyhow::Result<Resp> {
+        self.try_post_to("/v1/records", body, authorization).await
+    }
+
+    /// `POST {path}` with raw bytes, an optional `Authorization` header value and
+    /// `Content-Type: application/json`.
+    pub async fn try_post_to(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        authorization: Option<&str>,
+    ) -> anyhow::Result<Resp> {
         let mut request = self
             .http
-            .post(format!("{}/v1/records", self.base))
+            .post(format!("{}{path}", self.base))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         if let Some(value) = authorization {
             request = request.header(reqwest::header::AUTHORIZATION, value);
         }
-        self.send(request).await.context("POST /v1/records")
+        self.send(request)
+            .await
+            .with_context(|| format!("POST {path}"))
+    }
+
+    /// `POST /v1/records/batch` of `records` with the operator token.
+    pub async fn post_batch(&self, records: &[Value]) -> Resp {
+        let body = serde_json::to_vec(records).expect("records serialise");
+        let bearer = format!("Bearer {}", self.token);
+        self.try_post_to("/v1/records/batch", body, Some(&bearer))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     pub async fn post_raw(&self, body: Vec<u8>, authorization: Option<&str>) -> Resp {

@@ -781,3 +781,73 @@ fn federation_init_founds_a_federation_a_node_can_run() {
     let soil = register(&cli, &example("soil-gbw-e.toml"));
     assert_eq!(cli.json(&["verify", &soil])["valid"], true);
 }
+
+#[test]
+fn submit_sends_json_records_all_or_none() {
+    use rmledger_schema::ids::EntryId;
+    use rmledger_tests::records;
+    let (node, cli) = node_and_cli();
+    let cert = EntryId::from_hex(&register(&cli, &example("soil-gbw-e.toml"))).unwrap();
+    let write = |name: &str, value: serde_json::Value| {
+        let path = file_in(&node, name);
+        std::fs::write(&path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+        path
+    };
+    let anchor = records::anchor("nclab", 1, [1; 32]);
+
+    // An array: appended together, one line per record.
+    let ok = write(
+        "ok.json",
+        serde_json::json!([anchor, records::suspend(cert, "stability check pending")]),
+    );
+    let before = chain_size(&cli, "jxim");
+    let run = cli.expect(0, &["submit", str_of(&ok)]);
+    assert!(run.stdout.contains("2 records appended to jxim"), "{run:?}");
+    assert!(run.stdout.contains("Suspended"), "{run:?}");
+    assert_eq!(chain_size(&cli, "jxim"), before + 2);
+
+    // Refused by the node part-way (already suspended): the record is named, nothing written.
+    let refused = write(
+        "refused.json",
+        serde_json::json!([anchor, records::suspend(cert, "again")]),
+    );
+    let run = cli.expect(1, &["submit", str_of(&refused)]);
+    assert!(run.stderr.contains("record 1 of the batch"), "{run:?}");
+    assert_eq!(chain_size(&cli, "jxim"), before + 2);
+
+    // Invalid or malformed records are caught before sending, and named.
+    let invalid = write(
+        "invalid.json",
+        serde_json::json!([anchor, records::reinstate(cert, "  ")]),
+    );
+    let run = cli.expect(1, &["submit", str_of(&invalid), "--json"]);
+    let error: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+        panic!("--json error output: {e}: {run:?}");
+    });
+    assert_eq!(error["index"], 1, "{error}");
+    assert_eq!(error["rule"], "text-empty", "{error}");
+    let malformed = write(
+        "malformed.json",
+        serde_json::json!([anchor, {"Reinstated": {"cert": "xyz", "reason": "r"}}]),
+    );
+    let run = cli.expect(1, &["submit", str_of(&malformed)]);
+    assert!(run.stderr.contains("record 1"), "{run:?}");
+    assert!(run.stderr.contains("Reinstated.cert"), "{run:?}");
+    cli.expect(
+        2,
+        &[
+            "submit",
+            str_of(&write("empty.json", serde_json::json!([]))),
+        ],
+    );
+    assert_eq!(chain_size(&cli, "jxim"), before + 2);
+
+    // One record (an object) is submitted on its own.
+    let single = write("single.json", records::reinstate(cert, "stable"));
+    let run = cli.expect(0, &["submit", str_of(&single)]);
+    assert!(
+        run.stdout.contains("Reinstated appended to jxim"),
+        "{run:?}"
+    );
+    assert_eq!(chain_size(&cli, "jxim"), before + 3);
+}

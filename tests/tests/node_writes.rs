@@ -611,3 +611,196 @@ async fn racing_writes_are_judged_one_after_another() {
     // Enrol + registration + shipment + suspension.
     assert_eq!(api.chain_size(ORG).await, 4);
 }
+
+/// Posts a batch, expects the error, and checks no chain grew.
+async fn batch_refused(api: &Api, records: &[Value], status: u16, class: &str) -> ApiError {
+    let before = api.chain_sizes().await;
+    let error = expect_error(&api.post_batch(records).await, status, class);
+    assert_eq!(
+        api.chain_sizes().await,
+        before,
+        "a refused batch ({status} {class}) changed the chains"
+    );
+    error
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_writes_are_all_or_none() {
+    let mut node = TestNode::started();
+    let api = node.api().clone();
+    let api = &api;
+
+    // Accepted: consecutive entries, answered in order, each readable at its seq.
+    let resp = api
+        .post_batch(&[
+            anchor(1),
+            records::register(records::soil("b-1")),
+            anchor(2),
+        ])
+        .await;
+    resp.expect_status(201);
+    let written: Vec<rmledger_tests::Written> = serde_json::from_slice(&resp.body).unwrap();
+    let seqs: Vec<u64> = written.iter().map(|w| w.seq).collect();
+    assert_eq!(seqs, [0, 1, 2], "{written:?}");
+    assert_eq!(
+        api.chain(ORG).await.unwrap().head.as_deref(),
+        Some(written[2].id.as_str())
+    );
+    let cert = written[1].entry_id();
+    api.get(&format!("/v1/certificates/{}", cert.to_hex()))
+        .await
+        .expect_status(200);
+
+    // Refused by a state rule part-way: the record is named and nothing is written, not even
+    // the records before it.
+    let error = batch_refused(
+        api,
+        &[
+            anchor(3),
+            records::register(records::soil("b-2")),
+            records::register(records::soil("b-1")),
+        ],
+        409,
+        "conflict",
+    )
+    .await;
+    assert_eq!(error.index, Some(2), "{error:?}");
+    assert_eq!(
+        error.rule.as_deref(),
+        Some("duplicate-registration"),
+        "{error:?}"
+    );
+    // So b-2 is still free to register.
+    api.write(&records::register(records::soil("b-2"))).await;
+
+    // A static rule and an unknown certificate, named by index.
+    let mut zero_u = records::soil("b-3");
+    zero_u.values[0].uncertainty.as_mut().unwrap().expanded = testkit::decimal("0");
+    let error = batch_refused(api, &[anchor(4), records::register(zero_u)], 422, "invalid").await;
+    assert_eq!(error.index, Some(1), "{error:?}");
+    assert_eq!(error.rule.as_deref(), Some("uncertainty-not-positive"));
+    let error = batch_refused(
+        api,
+        &[records::suspend(EntryId([7; 32]), "check"), anchor(5)],
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(error.index, Some(0), "{error:?}");
+
+    // A state change undone with its batch: the certificate is not left suspended.
+    let error = batch_refused(
+        api,
+        &[
+            records::suspend(cert, "stability check pending"),
+            records::suspend(EntryId([8; 32]), "check"),
+        ],
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(error.index, Some(1), "{error:?}");
+    let state = api
+        .get_json(&format!("/v1/certificates/{}", cert.to_hex()))
+        .await;
+    assert_eq!(state["status"].as_str(), Some("valid"), "{state}");
+
+    // Malformed elements are named by index and JSON path; the size is bounded.
+    let error = batch_refused(
+        api,
+        &[anchor(6), json!({"Bogus": {"x": 1}})],
+        400,
+        "malformed",
+    )
+    .await;
+    assert_eq!(error.index, Some(1), "{error:?}");
+    assert!(
+        error.field.as_deref().unwrap_or("").starts_with("[1]"),
+        "{error:?}"
+    );
+    let error = batch_refused(api, &[], 422, "invalid").await;
+    assert_eq!(error.rule.as_deref(), Some("batch-size"), "{error:?}");
+    let many: Vec<Value> = (0..1001).map(|n| anchor((n % 200) as u8)).collect();
+    let error = batch_refused(api, &many, 422, "invalid").await;
+    assert_eq!(
+        (error.rule.as_deref(), error.index),
+        (Some("batch-size"), None)
+    );
+    let bearer = format!("Bearer {}", api.token());
+    let resp = api
+        .try_post_to(
+            "/v1/records/batch",
+            serde_json::to_vec(&anchor(7)).unwrap(),
+            Some(&bearer),
+        )
+        .await
+        .unwrap();
+    expect_error(&resp, 400, "malformed");
+    let resp = api
+        .try_post_to(
+            "/v1/records/batch",
+            serde_json::to_vec(&[anchor(7)]).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    expect_error(&resp, 401, "unauthorized");
+
+    // Four accepted writes: the first batch's three and b-2.
+    assert_eq!(api.chain_size(ORG).await, 4);
+    node.stop();
+    node.assert_fsck_ok();
+}
+
+/// Refused batches racing accepted writes in the same group commit: what a refused batch
+/// touched (a registration, a certificate's state) must not leak to the writes checked after
+/// it. Each round sends a batch that registers a batch code and suspends a certificate and is
+/// then refused, together with single writes doing the same; every single write must succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_batches_leave_no_trace_in_a_shared_commit() {
+    let mut node = TestNode::started();
+    let api = node.api().clone();
+    let api = &api;
+    for round in 0..8 {
+        let cert = api
+            .write(&records::register(records::soil(&format!("r-{round}"))))
+            .await
+            .entry_id();
+        let code = format!("x-{round}");
+        let doomed = [
+            records::register(records::soil(&code)),
+            records::suspend(cert, "stability check pending"),
+            records::suspend(EntryId([9; 32]), "unknown"),
+        ];
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let api = api.clone();
+            let doomed = doomed.to_vec();
+            tasks.push(tokio::spawn(
+                async move { api.post_batch(&doomed).await.status },
+            ));
+        }
+        let single_register = {
+            let api = api.clone();
+            let record = records::register(records::soil(&code));
+            tokio::spawn(async move { api.post_record(&record).await })
+        };
+        let single_suspend = {
+            let api = api.clone();
+            tokio::spawn(async move { api.post_record(&records::suspend(cert, "drift")).await })
+        };
+        for task in tasks {
+            // 404 for the unknown certificate, or 409 if a single write came first.
+            let status = task.await.unwrap();
+            assert!(status == 404 || status == 409, "round {round}: {status}");
+        }
+        let register = single_register.await.unwrap();
+        assert_eq!(register.status, 201, "round {round}: {}", register.text());
+        let suspend = single_suspend.await.unwrap();
+        assert_eq!(suspend.status, 201, "round {round}: {}", suspend.text());
+    }
+    // Per round: the certificate, the registration and the suspension.
+    assert_eq!(api.chain_size(ORG).await, 24);
+    node.stop();
+    node.assert_fsck_ok();
+}

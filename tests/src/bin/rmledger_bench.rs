@@ -74,6 +74,9 @@ enum Command {
         /// Give up on one request after this long (counted as an error).
         #[arg(long, default_value_t = 10.0)]
         request_timeout: f64,
+        /// Records per request: 1 posts to `/v1/records`, more to `/v1/records/batch`.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Raw Ed25519 sign and verify_strict rates on one thread; prints JSON.
     SignRate {
@@ -103,8 +106,10 @@ fn main() -> anyhow::Result<()> {
             chain,
             threads,
             request_timeout,
+            batch,
         } => {
             anyhow::ensure!((1..=1024).contains(&writers), "--writers must be 1..=1024");
+            anyhow::ensure!((1..=1000).contains(&batch), "--batch must be 1..=1000");
             anyhow::ensure!(
                 seconds > 0.0 && seconds <= 3600.0,
                 "--seconds must be in (0, 3600]"
@@ -132,6 +137,7 @@ fn main() -> anyhow::Result<()> {
                 mix,
                 chain,
                 request_timeout: Duration::from_secs_f64(request_timeout),
+                batch,
             }))?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
@@ -240,6 +246,7 @@ struct AppendRun {
     mix: Mix,
     chain: OrgId,
     request_timeout: Duration,
+    batch: usize,
 }
 
 #[derive(Default)]
@@ -260,9 +267,10 @@ async fn append(run: AppendRun) -> anyhow::Result<serde_json::Value> {
         let target = run.target.clone();
         let auth = format!("Bearer {}", run.token);
         let chain = run.chain.clone();
-        let (mix, timeout) = (run.mix, run.request_timeout);
+        let (mix, timeout, batch) = (run.mix, run.request_timeout, run.batch);
+        let records = Records::new(w, chain, mix, batch);
         tasks.push(tokio::spawn(async move {
-            writer(w, target, auth, chain, mix, deadline, timeout).await
+            writer(target, auth, records, deadline, timeout).await
         }));
     }
     let mut latencies = Vec::new();
@@ -288,9 +296,11 @@ async fn append(run: AppendRun) -> anyhow::Result<serde_json::Value> {
         let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
         round2(f64::from(latencies[i]) / 1000.0)
     };
-    let acknowledged = latencies.len() as u64;
+    // Every record of a request is acknowledged by its answer, with its latency.
+    let acknowledged = (latencies.len() * run.batch) as u64;
     let mut report = json!({
         "writers": run.writers,
+        "batch": run.batch,
         "mix": match run.mix { Mix::Anchor => "anchor", Mix::Realistic => "realistic" },
         "acknowledged": acknowledged,
         "errors": errors,
@@ -325,17 +335,19 @@ async fn append(run: AppendRun) -> anyhow::Result<serde_json::Value> {
 
 /// One closed-loop writer: its own connection, one request in flight, until the deadline.
 async fn writer(
-    index: usize,
     target: Target,
     auth: String,
-    chain: OrgId,
-    mix: Mix,
+    mut records: Records,
     deadline: Instant,
     timeout: Duration,
 ) -> WriterResult {
     let mut result = WriterResult::default();
     let mut connection: Option<Connection> = None;
-    let mut records = Records::new(index, chain, mix);
+    let path = if records.batch > 1 {
+        "/v1/records/batch"
+    } else {
+        "/v1/records"
+    };
     let mut consecutive_failures = 0u32;
     while Instant::now() < deadline {
         let body = records.next();
@@ -345,7 +357,7 @@ async fn writer(
                 connection = Some(Connection::open(&target).await?);
             }
             let c = connection.as_mut().expect("just opened");
-            c.request("POST", "/v1/records", Some(&auth), &body).await
+            c.request("POST", path, Some(&auth), &body).await
         })
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {timeout:?}")));
@@ -393,32 +405,41 @@ struct Records {
     writer: usize,
     chain: OrgId,
     mix: Mix,
+    /// Records per request.
+    batch: usize,
     n: u64,
     /// The certificate this writer registered last (realistic mix).
     certificate: Option<CertificateId>,
-    /// The kind of the request in flight.
-    in_flight: Slot,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Register,
-    Other,
+    /// Where the last registration is in the request in flight, if it has one.
+    registration: Option<usize>,
 }
 
 impl Records {
-    fn new(writer: usize, chain: OrgId, mix: Mix) -> Self {
+    fn new(writer: usize, chain: OrgId, mix: Mix, batch: usize) -> Self {
         Self {
             writer,
             chain,
             mix,
+            batch,
             n: 0,
             certificate: None,
-            in_flight: Slot::Other,
+            registration: None,
         }
     }
 
+    /// The next request's body: one record, or a JSON array of `batch` records.
     fn next(&mut self) -> Vec<u8> {
+        self.registration = None;
+        if self.batch == 1 {
+            let record = self.record(0);
+            return serde_json::to_vec(&record).expect("records serialise");
+        }
+        let records: Vec<Record> = (0..self.batch).map(|i| self.record(i)).collect();
+        serde_json::to_vec(&records).expect("records serialise")
+    }
+
+    /// The record at `index` of the next request.
+    fn record(&mut self, index: usize) -> Record {
         let n = self.n;
         self.n += 1;
         let anchor = |n: u64, chain: &OrgId, writer: usize| {
@@ -436,7 +457,7 @@ impl Records {
             (Mix::Anchor, _) => anchor(n, &self.chain, self.writer),
             (Mix::Realistic, cert) => match (n % 10, cert) {
                 (0, _) | (_, None) => {
-                    self.in_flight = Slot::Register;
+                    self.registration = Some(index);
                     Record::BatchRegistered(certificate(self.writer, n))
                 }
                 (1..=5, Some(cert)) => Record::ValueVerification(verification(cert, n)),
@@ -444,16 +465,19 @@ impl Records {
                 _ => anchor(n, &self.chain, self.writer),
             },
         };
-        if !matches!(record, Record::BatchRegistered(_)) {
-            self.in_flight = Slot::Other;
-        }
-        serde_json::to_vec(&record).expect("records serialise")
+        record
     }
 
+    /// Takes note of a 201: the id of a certificate the request registered.
     fn acknowledged(&mut self, body: &[u8]) {
-        if self.in_flight == Slot::Register
-            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(body)
-            && let Some(id) = v["id"].as_str()
+        let Some(index) = self.registration else {
+            return;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let answer = if self.batch == 1 { &v } else { &v[index] };
+        if let Some(id) = answer["id"].as_str()
             && let Ok(id) = CertificateId::from_hex(id)
         {
             self.certificate = Some(id);
