@@ -453,7 +453,7 @@ impl Records {
                 chain: chain.clone(),
             })
         };
-        let record = match (self.mix, self.certificate) {
+        match (self.mix, self.certificate) {
             (Mix::Anchor, _) => anchor(n, &self.chain, self.writer),
             (Mix::Realistic, cert) => match (n % 10, cert) {
                 (0, _) | (_, None) => {
@@ -464,8 +464,7 @@ impl Records {
                 (6 | 7, Some(cert)) => Record::StabilityCheck(stability(cert, n)),
                 _ => anchor(n, &self.chain, self.writer),
             },
-        };
-        record
+        }
     }
 
     /// Takes note of a 201: the id of a certificate the request registered.
