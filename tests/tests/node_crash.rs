@@ -1,5 +1,6 @@
-//! Crash safety: eight writers append while the node is SIGKILLed at a random moment; after a
-//! restart every acknowledged write is at its sequence number, the served roots equal the root
+//! Crash safety: eight writers append (half of them in batches of 1–4 records through
+//! `POST /v1/records/batch`) while the node is SIGKILLed at a random moment; after a restart
+//! every acknowledged write is at its sequence number, the served roots equal the root
 //! computed here from the entries, the checkpoint agrees, and `fsck` passes.
 
 use std::collections::BTreeMap;
@@ -47,14 +48,38 @@ async fn acknowledged_writes_survive_sigkill() {
             let mut rng = XorShift::new(seed ^ (iteration * WRITERS + w + 1).wrapping_mul(0x9e37));
             writers.spawn(async move {
                 let mut n = 0u64;
+                let bearer = format!("Bearer {}", api.token());
                 while !stop.load(Ordering::Relaxed) {
-                    n += 1;
-                    let record = records::anchor("nclab", n, rng.bytes32());
-                    match api.try_post_record(&record).await {
+                    // Odd writers post batches of 1–4 records, even writers single records.
+                    let count = if w % 2 == 1 { rng.range(1, 4) } else { 1 };
+                    let records: Vec<_> = (0..count)
+                        .map(|i| records::anchor("nclab", n + i + 1, rng.bytes32()))
+                        .collect();
+                    n += count;
+                    let sent = if w % 2 == 1 {
+                        let body = serde_json::to_vec(&records).unwrap();
+                        api.try_post_to("/v1/records/batch", body, Some(&bearer))
+                            .await
+                    } else {
+                        api.try_post_record(&records[0]).await
+                    };
+                    match sent {
                         Ok(resp) if resp.status == 201 => {
-                            let written: Written = serde_json::from_slice(&resp.body)
-                                .expect("201 body is {id, chain, seq}");
-                            acks.lock().unwrap().push(written);
+                            let written: Vec<Written> = if w % 2 == 1 {
+                                serde_json::from_slice(&resp.body)
+                                    .expect("201 body is [{id, chain, seq}]")
+                            } else {
+                                vec![
+                                    serde_json::from_slice(&resp.body)
+                                        .expect("201 body is {id, chain, seq}"),
+                                ]
+                            };
+                            assert_eq!(written.len() as u64, count);
+                            // A batch's records are consecutive entries.
+                            for pair in written.windows(2) {
+                                assert_eq!(pair[1].seq, pair[0].seq + 1, "{written:?}");
+                            }
+                            acks.lock().unwrap().extend(written);
                         }
                         Ok(resp) => {
                             refusals.lock().unwrap().push(format!(
