@@ -305,36 +305,58 @@ fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + 
     out.into_iter().flatten().collect()
 }
 
-/// Maps `0..n` on `threads` scoped threads into `out[0..n]` (all `Some`; the buffer's capacity
-/// is reused), in order. Workers take batches of slots in turn, so a core that is busy
-/// elsewhere (with the sequential checks) simply takes fewer; each result is written in place.
+/// Maps `0..n` on `threads` threads (this one and `threads - 1` scoped helpers) into
+/// `out[0..n]` (all `Some`; the buffer's capacity is reused), in order.
 fn par_map_into<R: Send>(
     n: usize,
     threads: usize,
     f: impl Fn(usize) -> R + Sync,
     out: &mut Vec<Option<R>>,
 ) {
-    const BATCH: usize = 32;
-    out.clear();
     if threads <= 1 || n < BATCH {
+        out.clear();
         out.extend((0..n).map(|i| Some(f(i))));
         return;
     }
-    out.resize_with(n, || None);
-    let batches = std::sync::Mutex::new(out.chunks_mut(BATCH).enumerate());
+    let slots = Slots::new(n, out);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let next = batches.lock().expect("an audit worker panicked").next();
-                    let Some((batch, slots)) = next else { break };
-                    for (k, slot) in slots.iter_mut().enumerate() {
-                        *slot = Some(f(batch * BATCH + k));
-                    }
-                }
-            });
+        for _ in 1..threads {
+            scope.spawn(|| slots.fill(&f));
         }
+        slots.fill(&f);
     });
+}
+
+/// The result slots of one page, handed out in batches to whichever thread asks next: a
+/// core that is busy elsewhere (with the sequential checks of the previous page) simply takes
+/// fewer, and each result is written in place.
+struct Slots<'a, R> {
+    batches: std::sync::Mutex<std::iter::Enumerate<std::slice::ChunksMut<'a, Option<R>>>>,
+}
+
+/// Entries per batch of [`Slots`]: ~2 ms of signature checks, so the lock is taken rarely.
+const BATCH: usize = 32;
+
+impl<'a, R> Slots<'a, R> {
+    /// Empties `out` and makes `n` slots in it.
+    fn new(n: usize, out: &'a mut Vec<Option<R>>) -> Self {
+        out.clear();
+        out.resize_with(n, || None);
+        Slots {
+            batches: std::sync::Mutex::new(out.chunks_mut(BATCH).enumerate()),
+        }
+    }
+
+    /// Takes batches until none is left, writing `f(i)` into slot `i`.
+    fn fill(&self, f: &impl Fn(usize) -> R) {
+        loop {
+            let next = self.batches.lock().expect("an audit worker panicked").next();
+            let Some((batch, slots)) = next else { break };
+            for (k, slot) in slots.iter_mut().enumerate() {
+                *slot = Some(f(batch * BATCH + k));
+            }
+        }
+    }
 }
 
 /// Authorises and checks the signature of every entry (`Membership::verify_entry`) on
@@ -913,21 +935,20 @@ impl Auditor {
                 .clone();
             let previous = self.pending.take();
             let mut checked = std::mem::take(&mut self.spare);
+            // `threads` threads in all: this one runs the sequential checks of the previous
+            // page, then joins the others on this page's signatures.
+            let slots = Slots::new(page.len(), &mut checked);
+            let check = |i: usize| check_one(page.get(i), &shared, true);
             std::thread::scope(|scope| {
-                let page = &page;
-                let checked = &mut checked;
-                scope.spawn(move || {
-                    par_map_into(
-                        page.len(),
-                        threads,
-                        |i| check_one(page.get(i), &shared, true),
-                        checked,
-                    );
-                });
+                for _ in 1..threads.max(1) {
+                    scope.spawn(|| slots.fill(&check));
+                }
                 if let Some((chain, items)) = previous {
                     self.run(&chain, items, false);
                 }
+                slots.fill(&check);
             });
+            drop(slots);
             self.pending = Some((chain, checked));
         }
         self.page = page;
@@ -1191,7 +1212,7 @@ impl Auditor {
         let certificates = self.domain.certs.len() as u64;
         let config = self.config.clone();
         let mut findings = std::mem::take(&mut self.findings);
-        findings.extend(self.domain.evaluate(&config));
+        findings.extend(self.domain.evaluate(&config, config.threads));
         findings.sort_by(|a, b| {
             (a.severity, a.rule, &a.subject).cmp(&(b.severity, b.rule, &b.subject))
         });
@@ -1647,24 +1668,39 @@ impl Domain {
         });
     }
 
-    fn evaluate(&mut self, config: &AuditConfig) -> Vec<Finding> {
-        let mut ids: Vec<CertificateId> = self.certs.keys().copied().collect();
-        ids.sort_unstable();
-        let mut out = Vec::new();
-        for id in ids {
-            let mut facts = self.certs.remove(&id).unwrap_or_default();
-            let orgs = &self.orgs;
-            facts.events.sort_by(|a, b| {
-                (a.time, &orgs[a.chain as usize], a.seq).cmp(&(
-                    b.time,
-                    &orgs[b.chain as usize],
-                    b.seq,
-                ))
-            });
-            CertRun::new(id, &self.orgs, &self.serials, self.off, config)
-                .run(&facts.events, &mut out);
-        }
-        out
+    /// Runs the domain rules over every certificate, in the order of their ids, on `threads`
+    /// threads (each judges a contiguous run of certificates; nothing is shared but the
+    /// interned names), and empties the facts.
+    fn evaluate(&mut self, config: &AuditConfig, threads: usize) -> Vec<Finding> {
+        let mut certs: Vec<(CertificateId, CertFacts)> =
+            std::mem::take(&mut self.certs).into_iter().collect();
+        certs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (orgs, serials, off) = (&self.orgs, &self.serials, self.off);
+        let judge = |run: &mut [(CertificateId, CertFacts)]| {
+            let mut out = Vec::new();
+            for (id, facts) in run {
+                facts.events.sort_by(|a, b| {
+                    (a.time, &orgs[a.chain as usize], a.seq).cmp(&(
+                        b.time,
+                        &orgs[b.chain as usize],
+                        b.seq,
+                    ))
+                });
+                CertRun::new(*id, orgs, serials, off, config).run(&facts.events, &mut out);
+            }
+            out
+        };
+        let per_thread = certs.len().div_ceil(threads.max(1)).max(1);
+        let mut parts = certs.chunks_mut(per_thread);
+        let first = parts.next();
+        std::thread::scope(|scope| {
+            let others: Vec<_> = parts.map(|run| scope.spawn(|| judge(run))).collect();
+            let mut out = first.map(|run| judge(run)).unwrap_or_default();
+            for other in others {
+                out.extend(other.join().expect("an audit worker panicked"));
+            }
+            out
+        })
     }
 }
 
@@ -2331,7 +2367,7 @@ pub fn audit_certificate(
             domain.add(entry);
         }
     }
-    let mut findings = domain.evaluate(config);
+    let mut findings = domain.evaluate(config, 1);
     findings
         .sort_by(|a, b| (a.severity, a.rule, &a.subject).cmp(&(b.severity, b.rule, &b.subject)));
     Ok(CertificateAudit {
