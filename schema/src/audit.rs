@@ -20,12 +20,19 @@
 //! # How it runs
 //!
 //! Entries are buffered in pages of [`PAGE`] entries of one chain, back to back in one reused
-//! buffer. A page is decoded, hashed and signature-checked (`verify_strict`) on `threads` cores
-//! with `std::thread::scope`, the results written in place into a reused buffer; meanwhile this
-//! thread runs the sequential checks of the previous page in order: links, gaps, time, forks,
-//! the Merkle frontier, membership (registrar chain) and the extraction of compact domain facts.
-//! The hot path allocates little on purpose: at 10⁶ entries the allocator's cost grows with the
-//! heap and competes with the signature checks for the same two cores.
+//! buffer. A page is decoded, hashed and signature-checked (`verify_strict`) on `threads`
+//! threads in all, with `std::thread::scope`: this thread first runs the sequential checks of
+//! the previous page in order (links, gaps, time, forks, the Merkle frontier, membership on
+//! the registrar chain, the compact domain facts), then takes batches of the current page
+//! like the others, so the cores verify instead of time-slicing with a third thread (a
+//! registrar page is judged before the next is decoded: its records change the membership
+//! the workers read). Each
+//! worker extracts from an entry what the ordered checks need (ids, links, certificate map
+//! keys, the certificate fact with its serial inline) into a reused result buffer and frees
+//! the decoded entry on the thread that allocated it. The hot path allocates little on
+//! purpose: at 10⁶ entries the allocator's cost grows with the heap and competes with the
+//! signature checks for the same two cores. At [`Auditor::finish`] the domain rules judge
+//! runs of certificates on all threads.
 //!
 //! Memory. Per chain the auditor keeps the tip, an O(log n) Merkle frontier, a window of
 //! [`FORK_WINDOW`] recent ids, an 8-byte prefix of the root at every size (so anchors and
@@ -350,7 +357,11 @@ impl<'a, R> Slots<'a, R> {
     /// Takes batches until none is left, writing `f(i)` into slot `i`.
     fn fill(&self, f: &impl Fn(usize) -> R) {
         loop {
-            let next = self.batches.lock().expect("an audit worker panicked").next();
+            let next = self
+                .batches
+                .lock()
+                .expect("an audit worker panicked")
+                .next();
             let Some((batch, slots)) = next else { break };
             for (k, slot) in slots.iter_mut().enumerate() {
                 *slot = Some(f(batch * BATCH + k));
@@ -706,7 +717,7 @@ impl ChainState {
             .push(u64::from_be_bytes(root[..8].try_into().expect("8 bytes")));
         let size = self.size();
         if let Some(with_certs) = self.wants.remove(&size) {
-            let certs = self.certs_root().filter(|_| with_certs);
+            let certs = with_certs.then(|| self.certs_root()).flatten();
             self.captured
                 .insert(size, (TreeHash(root), Some(id), certs));
         }
@@ -748,7 +759,7 @@ impl ChainState {
             return RootKnown::Exact(
                 TreeHash(self.frontier.root::<Sha256>()),
                 self.last_id,
-                self.certs_root().filter(|_| with_certs),
+                with_certs.then(|| self.certs_root()).flatten(),
             );
         }
         match size
@@ -1690,7 +1701,14 @@ impl Domain {
     fn add(&mut self, entry: &Entry) {
         if let Some((cert, fact)) = new_fact(entry, self.off) {
             let by = self.intern(entry.chain());
-            self.push(cert, entry.time_unix_ms(), by, entry.seq(), entry.id(), fact);
+            self.push(
+                cert,
+                entry.time_unix_ms(),
+                by,
+                entry.seq(),
+                entry.id(),
+                fact,
+            );
         }
     }
 
@@ -1819,7 +1837,10 @@ fn new_fact(entry: &Entry, off: i32) -> Option<(CertificateId, NewFact)> {
 /// are most of a ledger, and their serials are interned once there).
 #[derive(Clone)]
 enum SerialText {
-    Short { len: u8, bytes: [u8; SerialText::SHORT] },
+    Short {
+        len: u8,
+        bytes: [u8; SerialText::SHORT],
+    },
     Long(Box<str>),
 }
 
@@ -1839,8 +1860,9 @@ impl SerialText {
 
     fn as_str(&self) -> &str {
         match self {
-            SerialText::Short { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
-                .expect("copied whole from a str"),
+            SerialText::Short { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied whole from a str")
+            }
             SerialText::Long(serial) => serial,
         }
     }
