@@ -20,19 +20,17 @@
 //! # How it runs
 //!
 //! Entries are buffered in pages of [`PAGE`] entries of one chain, back to back in one reused
-//! buffer. A page is decoded, hashed and signature-checked (`verify_strict`) on `threads`
-//! threads in all, with `std::thread::scope`: this thread first runs the sequential checks of
-//! the previous page in order (links, gaps, time, forks, the Merkle frontier, membership on
-//! the registrar chain, the compact domain facts), then takes batches of the current page
-//! like the others, so the cores verify instead of time-slicing with a third thread (a
-//! registrar page is judged before the next is decoded: its records change the membership
-//! the workers read). Each
-//! worker extracts from an entry what the ordered checks need (ids, links, certificate map
-//! keys, the certificate fact with its serial inline) into a reused result buffer and frees
-//! the decoded entry on the thread that allocated it. The hot path allocates little on
-//! purpose: at 10⁶ entries the allocator's cost grows with the heap and competes with the
-//! signature checks for the same two cores. At [`Auditor::finish`] the domain rules judge
-//! runs of certificates on all threads.
+//! buffer. A page is decoded, hashed and signature-checked (`verify_strict`) on `threads` threads
+//! in all, with `std::thread::scope`: this thread first runs the sequential checks of the previous
+//! page in order (links, gaps, time, forks, the Merkle frontier, membership on the registrar chain,
+//! the compact domain facts), then takes batches of the current page like the others, so the cores
+//! verify instead of time-slicing with a third thread (a registrar page is judged before the next
+//! is decoded: its records change the membership the workers read). Each worker extracts from an
+//! entry what the ordered checks need (ids, links, certificate map keys, the certificate fact with
+//! its serial inline) into a reused result buffer and frees the decoded entry on the thread that
+//! allocated it. The hot path allocates little on purpose: at 10⁶ entries the allocator's cost
+//! grows with the heap and competes with the signature checks for the same two cores. At
+//! [`Auditor::finish`] the domain rules judge runs of certificates on all threads.
 //!
 //! Memory. Per chain the auditor keeps the tip, an O(log n) Merkle frontier, a window of
 //! [`FORK_WINDOW`] recent ids, an 8-byte prefix of the root at every size (so anchors and
@@ -454,6 +452,9 @@ impl MapKeys {
     }
 }
 
+/// Decodes, hashes and checks one entry fed as `chain`'s. `authorise` is false on registrar
+/// pages, whose membership is still being folded: there the entry is kept for the ordered
+/// checks.
 fn check_one(bytes: &[u8], chain: &OrgId, membership: &Membership, authorise: bool) -> Checked {
     let leaf = crate::entry::leaf_hash(bytes);
     let decoded = Entry::decode_and_verify(bytes, |kid, payload| {
