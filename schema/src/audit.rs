@@ -20,12 +20,17 @@
 //! # How it runs
 //!
 //! Entries are buffered in pages of [`PAGE`] entries of one chain, back to back in one reused
-//! buffer. A page is decoded, hashed and signature-checked (`verify_strict`) on `threads` cores
-//! with `std::thread::scope`, the results written in place into a reused buffer; meanwhile this
-//! thread runs the sequential checks of the previous page in order: links, gaps, time, forks,
-//! the Merkle frontier, membership (registrar chain) and the extraction of compact domain facts.
-//! The hot path allocates little on purpose: at 10⁶ entries the allocator's cost grows with the
-//! heap and competes with the signature checks for the same two cores.
+//! buffer. A page is decoded, hashed and signature-checked (`verify_strict`) on `threads` threads
+//! in all, with `std::thread::scope`: this thread first runs the sequential checks of the previous
+//! page in order (links, gaps, time, forks, the Merkle frontier, membership on the registrar chain,
+//! the compact domain facts), then takes batches of the current page like the others, so the cores
+//! verify instead of time-slicing with a third thread (a registrar page is judged before the next
+//! is decoded: its records change the membership the workers read). Each worker extracts from an
+//! entry what the ordered checks need (ids, links, certificate map keys, the certificate fact with
+//! its serial inline) into a reused result buffer and frees the decoded entry on the thread that
+//! allocated it. The hot path allocates little on purpose: at 10⁶ entries the allocator's cost
+//! grows with the heap and competes with the signature checks for the same two cores. At
+//! [`Auditor::finish`] the domain rules judge runs of certificates on all threads.
 //!
 //! Memory. Per chain the auditor keeps the tip, an O(log n) Merkle frontier, a window of
 //! [`FORK_WINDOW`] recent ids, an 8-byte prefix of the root at every size (so anchors and
@@ -305,36 +310,62 @@ fn par_map<T: Sync, R: Send>(items: &[T], threads: usize, f: impl Fn(&T) -> R + 
     out.into_iter().flatten().collect()
 }
 
-/// Maps `0..n` on `threads` scoped threads into `out[0..n]` (all `Some`; the buffer's capacity
-/// is reused), in order. Workers take batches of slots in turn, so a core that is busy
-/// elsewhere (with the sequential checks) simply takes fewer; each result is written in place.
+/// Maps `0..n` on `threads` threads (this one and `threads - 1` scoped helpers) into
+/// `out[0..n]` (all `Some`; the buffer's capacity is reused), in order.
 fn par_map_into<R: Send>(
     n: usize,
     threads: usize,
     f: impl Fn(usize) -> R + Sync,
     out: &mut Vec<Option<R>>,
 ) {
-    const BATCH: usize = 32;
-    out.clear();
     if threads <= 1 || n < BATCH {
+        out.clear();
         out.extend((0..n).map(|i| Some(f(i))));
         return;
     }
-    out.resize_with(n, || None);
-    let batches = std::sync::Mutex::new(out.chunks_mut(BATCH).enumerate());
+    let slots = Slots::new(n, out);
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let next = batches.lock().expect("an audit worker panicked").next();
-                    let Some((batch, slots)) = next else { break };
-                    for (k, slot) in slots.iter_mut().enumerate() {
-                        *slot = Some(f(batch * BATCH + k));
-                    }
-                }
-            });
+        for _ in 1..threads {
+            scope.spawn(|| slots.fill(&f));
         }
+        slots.fill(&f);
     });
+}
+
+/// The result slots of one page, handed out in batches to whichever thread asks next: a
+/// core that is busy elsewhere (with the sequential checks of the previous page) simply takes
+/// fewer, and each result is written in place.
+struct Slots<'a, R> {
+    batches: std::sync::Mutex<std::iter::Enumerate<std::slice::ChunksMut<'a, Option<R>>>>,
+}
+
+/// Entries per batch of [`Slots`]: ~2 ms of signature checks, so the lock is taken rarely.
+const BATCH: usize = 32;
+
+impl<'a, R> Slots<'a, R> {
+    /// Empties `out` and makes `n` slots in it.
+    fn new(n: usize, out: &'a mut Vec<Option<R>>) -> Self {
+        out.clear();
+        out.resize_with(n, || None);
+        Slots {
+            batches: std::sync::Mutex::new(out.chunks_mut(BATCH).enumerate()),
+        }
+    }
+
+    /// Takes batches until none is left, writing `f(i)` into slot `i`.
+    fn fill(&self, f: &impl Fn(usize) -> R) {
+        loop {
+            let next = self
+                .batches
+                .lock()
+                .expect("an audit worker panicked")
+                .next();
+            let Some((batch, slots)) = next else { break };
+            for (k, slot) in slots.iter_mut().enumerate() {
+                *slot = Some(f(batch * BATCH + k));
+            }
+        }
+    }
 }
 
 /// Authorises and checks the signature of every entry (`Membership::verify_entry`) on
@@ -348,6 +379,9 @@ pub fn verify_batch_parallel(
 }
 
 /// What the parallel phase learns about one entry.
+// Not boxed: the results are written into a buffer reused page after page, and a box would be
+// one more allocation per entry.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Checked {
     Undecodable {
@@ -355,17 +389,73 @@ enum Checked {
         leaf: TreeHash,
         error: EntryError,
     },
-    Decoded {
-        entry: Box<Entry>,
-        leaf: TreeHash,
-        /// `None`: the key was not known yet (a registrar page); check sequentially.
-        signature: Option<Result<(), FederationError>>,
-        /// Authorisation against the final membership (non-registrar pages only).
-        auth: Option<Result<(), FederationError>>,
-    },
+    Decoded(Decoded),
 }
 
-fn check_one(bytes: &[u8], membership: &Membership, authorise: bool) -> Checked {
+/// What the sequential checks need of a decoded entry. The worker that decoded the entry
+/// extracts it and frees the entry itself (its strings and record) on the thread that
+/// allocated them: at 10⁶ entries, frees from another thread cost the allocator's locks.
+#[derive(Clone)]
+struct Decoded {
+    id: EntryId,
+    leaf: TreeHash,
+    seq: u64,
+    prev: Option<EntryId>,
+    time: u64,
+    kid: KeyId,
+    /// The chain the entry names, when it is not the chain it was fed as.
+    other_chain: Option<OrgId>,
+    /// The federation the entry names, when it is not the audited one.
+    other_federation: Option<FederationId>,
+    /// [`Entry::map_keys`].
+    map_keys: MapKeys,
+    /// `None`: the key was not known yet (a registrar page); check sequentially.
+    signature: Option<Result<(), FederationError>>,
+    /// Authorisation against the final membership (non-registrar pages, signature valid).
+    auth: Option<Result<(), FederationError>>,
+    /// The anchor the entry records, if it is one.
+    anchor: Option<Box<crate::records::Anchor>>,
+    /// The certificate fact the entry records, if any ([`new_fact`]).
+    fact: Option<(CertificateId, NewFact)>,
+    /// The entry itself, on registrar pages only: its record changes the membership in order,
+    /// and a key enrolled earlier on the same page checks its signature.
+    entry: Option<Box<Entry>>,
+}
+
+/// The certificate map keys of one entry, without an allocation ([`Entry::map_keys`] gives at
+/// most four: a registration, the certificate it supersedes, a record's certificate and the
+/// membership key).
+#[derive(Clone, Copy)]
+struct MapKeys {
+    keys: [CertificateId; 4],
+    len: u8,
+}
+
+impl MapKeys {
+    fn of(entry: &Entry) -> Self {
+        let mut out = MapKeys {
+            keys: [EntryId([0; 32]); 4],
+            len: 0,
+        };
+        for key in entry.map_keys() {
+            debug_assert!(out.len < 4, "an entry has at most four map keys");
+            if let Some(slot) = out.keys.get_mut(usize::from(out.len)) {
+                *slot = key;
+                out.len += 1;
+            }
+        }
+        out
+    }
+
+    fn iter(&self) -> impl Iterator<Item = CertificateId> + '_ {
+        self.keys[..usize::from(self.len)].iter().copied()
+    }
+}
+
+/// Decodes, hashes and checks one entry fed as `chain`'s. `authorise` is false on registrar
+/// pages, whose membership is still being folded: there the entry is kept for the ordered
+/// checks.
+fn check_one(bytes: &[u8], chain: &OrgId, membership: &Membership, authorise: bool) -> Checked {
     let leaf = crate::entry::leaf_hash(bytes);
     let decoded = Entry::decode_and_verify(bytes, |kid, payload| {
         if payload.federation != membership.federation() {
@@ -393,12 +483,27 @@ fn check_one(bytes: &[u8], membership: &Membership, authorise: bool) -> Checked 
     };
     let auth = (authorise && matches!(signature, Some(Ok(()))))
         .then(|| membership.authorise(&entry).map(|_| ()));
-    Checked::Decoded {
-        entry: Box::new(entry),
+    let federation = entry.payload().federation;
+    let anchor = match entry.record() {
+        Record::Anchor(anchor) => Some(Box::new(anchor.clone())),
+        _ => None,
+    };
+    Checked::Decoded(Decoded {
+        id: entry.id(),
         leaf,
+        seq: entry.seq(),
+        prev: entry.payload().prev,
+        time: entry.time_unix_ms(),
+        kid: entry.kid(),
+        other_chain: (entry.chain() != chain).then(|| entry.chain().clone()),
+        other_federation: (federation != membership.federation()).then_some(federation),
+        map_keys: MapKeys::of(&entry),
         signature,
         auth,
-    }
+        anchor,
+        fact: new_fact(&entry, membership.utc_offset_minutes()),
+        entry: (!authorise).then(|| Box::new(entry)),
+    })
 }
 
 /// The signature alone, with the key enrolled under the entry's kid (whatever its validity).
@@ -616,7 +721,7 @@ impl ChainState {
             .push(u64::from_be_bytes(root[..8].try_into().expect("8 bytes")));
         let size = self.size();
         if let Some(with_certs) = self.wants.remove(&size) {
-            let certs = self.certs_root().filter(|_| with_certs);
+            let certs = with_certs.then(|| self.certs_root()).flatten();
             self.captured
                 .insert(size, (TreeHash(root), Some(id), certs));
         }
@@ -658,7 +763,7 @@ impl ChainState {
             return RootKnown::Exact(
                 TreeHash(self.frontier.root::<Sha256>()),
                 self.last_id,
-                self.certs_root().filter(|_| with_certs),
+                with_certs.then(|| self.certs_root()).flatten(),
             );
         }
         match size
@@ -902,7 +1007,7 @@ impl Auditor {
             par_map_into(
                 page.len(),
                 threads,
-                |i| check_one(page.get(i), membership, false),
+                |i| check_one(page.get(i), &chain, membership, false),
                 &mut checked,
             );
             self.run(&chain, checked, true);
@@ -911,22 +1016,21 @@ impl Auditor {
                 .shared
                 .get_or_insert_with(|| Arc::new(self.membership.clone()))
                 .clone();
+            let page_chain = &chain;
             let previous = self.pending.take();
             let mut checked = std::mem::take(&mut self.spare);
+            // `threads` threads in all: this one runs the sequential checks of the previous
+            // page, then joins the others on this page's signatures.
+            let slots = Slots::new(page.len(), &mut checked);
+            let check = |i: usize| check_one(page.get(i), page_chain, &shared, true);
             std::thread::scope(|scope| {
-                let page = &page;
-                let checked = &mut checked;
-                scope.spawn(move || {
-                    par_map_into(
-                        page.len(),
-                        threads,
-                        |i| check_one(page.get(i), &shared, true),
-                        checked,
-                    );
-                });
+                for _ in 1..threads.max(1) {
+                    scope.spawn(|| slots.fill(&check));
+                }
                 if let Some((chain, items)) = previous {
                     self.run(&chain, items, false);
                 }
+                slots.fill(&check);
             });
             self.pending = Some((chain, checked));
         }
@@ -951,14 +1055,20 @@ impl Auditor {
     }
 
     fn chain_mut(&mut self, chain: &OrgId) -> &mut ChainState {
-        self.chains
-            .entry(chain.clone())
-            .or_insert_with(ChainState::new)
+        self.add_chain(chain);
+        self.chains.get_mut(chain).expect("added above")
+    }
+
+    /// Looked up before inserting: the name is cloned only for a chain's first entry.
+    fn add_chain(&mut self, chain: &OrgId) {
+        if !self.chains.contains_key(chain) {
+            self.chains.insert(chain.clone(), ChainState::new());
+        }
     }
 
     /// The in-order checks of one entry.
     fn sequential(&mut self, chain: &OrgId, item: Checked, registrar_page: bool) {
-        let (entry, leaf, signature, auth) = match item {
+        let decoded = match item {
             Checked::Undecodable { id, leaf, error } => {
                 let state = self.chain_mut(chain);
                 let position = state.next_seq;
@@ -977,44 +1087,46 @@ impl Auditor {
                 ));
                 return;
             }
-            Checked::Decoded {
-                entry,
-                leaf,
-                signature,
-                auth,
-            } => (entry, leaf, signature, auth),
+            Checked::Decoded(decoded) => decoded,
         };
-        let (seq, id, time) = (entry.seq(), entry.id(), entry.time_unix_ms());
+        let Decoded {
+            id,
+            leaf,
+            seq,
+            prev,
+            time,
+            kid,
+            other_chain,
+            other_federation,
+            map_keys,
+            signature,
+            auth,
+            anchor,
+            fact,
+            entry,
+        } = decoded;
         let subject = || format!("{chain}/{seq}");
-        if entry.chain() != chain {
+        if let Some(other) = other_chain {
             self.findings.push(Finding::new(
                 "integrity/wrong-chain",
                 subject(),
-                format!(
-                    "An entry given as {chain}'s entry {seq} is an entry of {}'s chain.",
-                    entry.chain()
-                ),
+                format!("An entry given as {chain}'s entry {seq} is an entry of {other}'s chain."),
                 vec![id],
             ));
             return;
         }
-        if entry.payload().federation != self.federation {
+        if let Some(other) = other_federation {
             self.findings.push(Finding::new(
                 "integrity/wrong-federation",
                 subject(),
-                format!(
-                    "Entry {seq} of {chain}'s chain belongs to another federation ({}).",
-                    entry.payload().federation
-                ),
+                format!("Entry {seq} of {chain}'s chain belongs to another federation ({other})."),
                 vec![id],
             ));
             return;
         }
         // A position seen before: an identical repeat is ignored, a different entry is a fork.
-        let state = self
-            .chains
-            .entry(chain.clone())
-            .or_insert_with(ChainState::new);
+        self.add_chain(chain);
+        let state = self.chains.get_mut(chain).expect("added above");
         if seq < state.next_seq && state.size() > 0 {
             let earlier = state
                 .recent
@@ -1054,7 +1166,7 @@ impl Auditor {
             ));
             state.recent.clear();
         } else if let Some(expected) = state.head
-            && entry.payload().prev != Some(expected)
+            && prev != Some(expected)
         {
             breaks.push(Finding::new(
                 "integrity/broken-link",
@@ -1062,7 +1174,7 @@ impl Auditor {
                 format!(
                     "Entry {seq} of {chain}'s chain does not link to the entry before it \
                      (its prev is {}, the entry before is {}): the history was altered.",
-                    entry.payload().prev.map_or("none".into(), |p| short(&p)),
+                    prev.map_or("none".into(), |p| short(&p)),
                     short(&expected)
                 ),
                 vec![expected, id],
@@ -1103,15 +1215,16 @@ impl Auditor {
         state.last_time = time;
         state.first_time.get_or_insert(time);
         state.remember(seq, id);
-        state.record_certificates(entry.map_keys(), id);
+        state.record_certificates(map_keys.iter(), id);
         state.push_leaf(leaf, id);
         self.findings.extend(breaks);
 
         // Signature and authorisation.
-        let signature = match signature {
-            Some(result) => result,
-            None => signature_check(&entry, &self.membership)
-                .unwrap_or(Err(FederationError::UnknownKey { kid: entry.kid() })),
+        let signature = match (signature, &entry) {
+            (Some(result), _) => result,
+            (None, Some(entry)) => signature_check(entry, &self.membership)
+                .unwrap_or(Err(FederationError::UnknownKey { kid })),
+            (None, None) => Err(FederationError::UnknownKey { kid }),
         };
         if let Err(e) = &signature {
             self.findings.push(Finding::new(
@@ -1122,7 +1235,7 @@ impl Auditor {
             ));
             return;
         }
-        if registrar_page {
+        if let (true, Some(entry)) = (registrar_page, &entry) {
             if let Err(e) = self.membership.apply_record_at(entry.record(), time) {
                 self.findings.push(Finding::new(
                     "integrity/bad-membership-record",
@@ -1137,12 +1250,13 @@ impl Auditor {
             self.registrar_facts.push(RegistrarFact {
                 seq,
                 id,
-                kid: entry.kid(),
+                kid,
                 time,
                 kind: entry.record().kind(),
             });
         } else {
-            let auth = auth.unwrap_or_else(|| self.membership.authorise(&entry).map(|_| ()));
+            // The workers authorise every validly signed entry of a non-registrar page.
+            let auth = auth.unwrap_or(Err(FederationError::UnknownKey { kid }));
             if let Err(e) = auth {
                 self.findings.push(Finding::new(
                     auth_rule(&e),
@@ -1154,7 +1268,7 @@ impl Auditor {
             }
         }
         // Facts: anchors and the certificates' lives.
-        if let Record::Anchor(anchor) = entry.record() {
+        if let Some(anchor) = anchor {
             self.claim(Claim {
                 chain: anchor.chain.clone(),
                 size: anchor.size,
@@ -1169,7 +1283,10 @@ impl Auditor {
                 },
             });
         }
-        self.domain.add(&entry);
+        if let Some((cert, fact)) = fact {
+            let by = self.domain.intern(chain);
+            self.domain.push(cert, time, by, seq, id, fact);
+        }
     }
 
     fn claim(&mut self, claim: Claim) {
@@ -1191,7 +1308,7 @@ impl Auditor {
         let certificates = self.domain.certs.len() as u64;
         let config = self.config.clone();
         let mut findings = std::mem::take(&mut self.findings);
-        findings.extend(self.domain.evaluate(&config));
+        findings.extend(self.domain.evaluate(&config, config.threads));
         findings.sort_by(|a, b| {
             (a.severity, a.rule, &a.subject).cmp(&(b.severity, b.rule, &b.subject))
         });
@@ -1585,86 +1702,172 @@ impl Domain {
 
     /// Records the facts of an authentic entry.
     fn add(&mut self, entry: &Entry) {
-        let off = self.off;
-        let (cert, fact) = match entry.record() {
-            Record::BatchRegistered(c) => (
+        if let Some((cert, fact)) = new_fact(entry, self.off) {
+            let by = self.intern(entry.chain());
+            self.push(
+                cert,
+                entry.time_unix_ms(),
+                by,
+                entry.seq(),
                 entry.id(),
-                Fact::Registered(Box::new((RevFacts::of(1, c, off), c.units.clone()))),
-            ),
-            Record::CertificateRevised(r) => (
-                r.cert,
-                Fact::Revised(Box::new(RevFacts::of(r.revision, &r.certificate, off))),
-            ),
-            Record::StabilityCheck(r) => (r.cert, Fact::Stability),
-            Record::ValueVerification(r) => (r.cert, Fact::Verification(Box::new(r.clone()))),
-            Record::Suspended(s) => (s.cert, Fact::Suspended),
-            Record::Reinstated(s) => (s.cert, Fact::Reinstated),
-            Record::Recalled(s) => (s.cert, Fact::Recalled),
-            Record::Withdrawn(s) => (s.cert, Fact::Withdrawn),
-            Record::Shipped(s) => {
-                let to = self.intern(&s.to);
-                (
-                    s.cert,
-                    Fact::Shipped {
-                        to,
-                        serials: Box::new(s.serials.clone()),
-                    },
-                )
-            }
-            Record::Received(s) => (
-                s.cert,
-                Fact::Received {
-                    serials: Box::new(s.serials.clone()),
-                },
-            ),
-            Record::Opened(o) => (
-                o.cert,
-                Fact::Opened {
-                    serial: self.intern_serial(&o.serial),
-                },
-            ),
-            Record::Used(u) => (
-                u.cert,
-                Fact::Used {
-                    serial: self.intern_serial(&u.serial),
-                },
-            ),
-            Record::Disposed(d) => (
-                d.cert,
-                Fact::Disposed {
-                    serials: Box::new(d.serials.clone()),
-                },
-            ),
-            _ => return,
+                fact,
+            );
+        }
+    }
+
+    /// Keeps a fact [`new_fact`] extracted, interning the names in it.
+    fn push(
+        &mut self,
+        cert: CertificateId,
+        time: u64,
+        chain: u32,
+        seq: u64,
+        entry: EntryId,
+        fact: NewFact,
+    ) {
+        let fact = match fact {
+            NewFact::Ready(fact) => fact,
+            NewFact::Shipped { to, serials } => Fact::Shipped {
+                to: self.intern(&to),
+                serials,
+            },
+            NewFact::Opened(serial) => Fact::Opened {
+                serial: self.intern_serial(serial.as_str()),
+            },
+            NewFact::Used(serial) => Fact::Used {
+                serial: self.intern_serial(serial.as_str()),
+            },
         };
-        let chain = self.intern(entry.chain());
         self.certs.entry(cert).or_default().events.push(Ev {
-            time: entry.time_unix_ms(),
+            time,
             chain,
-            seq: entry.seq(),
-            entry: entry.id(),
+            seq,
+            entry,
             fact,
         });
     }
 
-    fn evaluate(&mut self, config: &AuditConfig) -> Vec<Finding> {
-        let mut ids: Vec<CertificateId> = self.certs.keys().copied().collect();
-        ids.sort_unstable();
-        let mut out = Vec::new();
-        for id in ids {
-            let mut facts = self.certs.remove(&id).unwrap_or_default();
-            let orgs = &self.orgs;
-            facts.events.sort_by(|a, b| {
-                (a.time, &orgs[a.chain as usize], a.seq).cmp(&(
-                    b.time,
-                    &orgs[b.chain as usize],
-                    b.seq,
-                ))
-            });
-            CertRun::new(id, &self.orgs, &self.serials, self.off, config)
-                .run(&facts.events, &mut out);
+    /// Runs the domain rules over every certificate, in the order of their ids, on `threads`
+    /// threads (each judges a contiguous run of certificates; nothing is shared but the
+    /// interned names), and empties the facts.
+    fn evaluate(&mut self, config: &AuditConfig, threads: usize) -> Vec<Finding> {
+        let mut certs: Vec<(CertificateId, CertFacts)> =
+            std::mem::take(&mut self.certs).into_iter().collect();
+        certs.sort_unstable_by_key(|c| c.0);
+        let (orgs, serials, off) = (&self.orgs, &self.serials, self.off);
+        let judge = |run: &mut [(CertificateId, CertFacts)]| {
+            let mut out = Vec::new();
+            for (id, facts) in run {
+                facts.events.sort_by(|a, b| {
+                    (a.time, &orgs[a.chain as usize], a.seq).cmp(&(
+                        b.time,
+                        &orgs[b.chain as usize],
+                        b.seq,
+                    ))
+                });
+                CertRun::new(*id, orgs, serials, off, config).run(&facts.events, &mut out);
+            }
+            out
+        };
+        let per_thread = certs.len().div_ceil(threads.max(1)).max(1);
+        let mut parts = certs.chunks_mut(per_thread);
+        let first = parts.next();
+        std::thread::scope(|scope| {
+            let others: Vec<_> = parts.map(|run| scope.spawn(|| judge(run))).collect();
+            let mut out = first.map(&judge).unwrap_or_default();
+            for other in others {
+                out.extend(other.join().expect("an audit worker panicked"));
+            }
+            out
+        })
+    }
+}
+
+/// A certificate fact as the worker that decoded the entry extracts it: complete but for the
+/// names [`Domain::push`] interns.
+#[derive(Clone)]
+enum NewFact {
+    Ready(Fact),
+    Shipped { to: OrgId, serials: Box<SerialSet> },
+    Opened(SerialText),
+    Used(SerialText),
+}
+
+/// The certificate an entry is about and the fact it records there, if any.
+fn new_fact(entry: &Entry, off: i32) -> Option<(CertificateId, NewFact)> {
+    let ready = |cert, fact| Some((cert, NewFact::Ready(fact)));
+    match entry.record() {
+        Record::BatchRegistered(c) => ready(
+            entry.id(),
+            Fact::Registered(Box::new((RevFacts::of(1, c, off), c.units.clone()))),
+        ),
+        Record::CertificateRevised(r) => ready(
+            r.cert,
+            Fact::Revised(Box::new(RevFacts::of(r.revision, &r.certificate, off))),
+        ),
+        Record::StabilityCheck(r) => ready(r.cert, Fact::Stability),
+        Record::ValueVerification(r) => ready(r.cert, Fact::Verification(Box::new(r.clone()))),
+        Record::Suspended(s) => ready(s.cert, Fact::Suspended),
+        Record::Reinstated(s) => ready(s.cert, Fact::Reinstated),
+        Record::Recalled(s) => ready(s.cert, Fact::Recalled),
+        Record::Withdrawn(s) => ready(s.cert, Fact::Withdrawn),
+        Record::Shipped(s) => Some((
+            s.cert,
+            NewFact::Shipped {
+                to: s.to.clone(),
+                serials: Box::new(s.serials.clone()),
+            },
+        )),
+        Record::Received(s) => ready(
+            s.cert,
+            Fact::Received {
+                serials: Box::new(s.serials.clone()),
+            },
+        ),
+        Record::Opened(o) => Some((o.cert, NewFact::Opened(SerialText::new(&o.serial)))),
+        Record::Used(u) => Some((u.cert, NewFact::Used(SerialText::new(&u.serial)))),
+        Record::Disposed(d) => ready(
+            d.cert,
+            Fact::Disposed {
+                serials: Box::new(d.serials.clone()),
+            },
+        ),
+        _ => None,
+    }
+}
+
+/// A unit's serial carried from a worker to the sequential checks, inline when short (uses
+/// are most of a ledger, and their serials are interned once there).
+#[derive(Clone)]
+enum SerialText {
+    Short {
+        len: u8,
+        bytes: [u8; SerialText::SHORT],
+    },
+    Long(Box<str>),
+}
+
+impl SerialText {
+    const SHORT: usize = 30;
+
+    fn new(serial: &str) -> Self {
+        match u8::try_from(serial.len()) {
+            Ok(len) if serial.len() <= Self::SHORT => {
+                let mut bytes = [0; Self::SHORT];
+                bytes[..serial.len()].copy_from_slice(serial.as_bytes());
+                SerialText::Short { len, bytes }
+            }
+            _ => SerialText::Long(serial.into()),
         }
-        out
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            SerialText::Short { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("copied whole from a str")
+            }
+            SerialText::Long(serial) => serial,
+        }
     }
 }
 
@@ -2331,7 +2534,7 @@ pub fn audit_certificate(
             domain.add(entry);
         }
     }
-    let mut findings = domain.evaluate(config);
+    let mut findings = domain.evaluate(config, 1);
     findings
         .sort_by(|a, b| (a.severity, a.rule, &a.subject).cmp(&(b.severity, b.rule, &b.subject)));
     Ok(CertificateAudit {

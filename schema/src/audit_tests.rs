@@ -350,6 +350,44 @@ fn pages_across_both_cores_match_the_tree() {
 }
 
 #[test]
+fn the_report_does_not_depend_on_the_thread_count() {
+    // Many certificates, some with findings (a use after a recall; a serial the batch never
+    // produced, too long to be carried inline), spread over the threads that judge them.
+    let mut fed = TestFederation::with_members();
+    for i in 0..40 {
+        let cert = in_use(&mut fed, soil_certificate(&format!("2025-{i:03}")));
+        match i % 4 {
+            0 => {
+                use_unit(&mut fed, "nclab", cert, "S-0002");
+            }
+            1 => {
+                fed.append("acme-rm", Record::Recalled(status(cert, "drift")));
+                use_unit(&mut fed, "nclab", cert, "S-0001");
+            }
+            2 => {
+                use_unit(&mut fed, "nclab", cert, &format!("S-{}", "9".repeat(40)));
+            }
+            _ => {
+                use_unit(&mut fed, "nclab", cert, "S-0001");
+            }
+        }
+    }
+    let reports: Vec<AuditReport> = [1, 2, 3]
+        .into_iter()
+        .map(|threads| {
+            let mut config = config(&fed);
+            config.threads = threads;
+            feed(&fed, &raw(&fed), config, &[])
+        })
+        .collect();
+    assert_eq!(reports[0].findings.len(), 20, "{:?}", reports[0].counts);
+    for report in &reports[1..] {
+        assert_eq!(report.findings, reports[0].findings);
+        assert_eq!(report.chains, reports[0].chains);
+    }
+}
+
+#[test]
 fn verify_batch_parallel_agrees_with_verify_entry() {
     let (fed, _) = clean();
     let stranger = SigningKey::from_bytes(&[77; 32]);

@@ -281,14 +281,43 @@ impl FromStr for OrgId {
 
 impl<'de> Deserialize<'de> for OrgId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::new(&text).map_err(de::Error::custom)
+        // A visitor rather than `String::deserialize`: the text is checked where it lies and
+        // copied once (every entry names its chain).
+        struct OrgIdVisitor;
+        impl Visitor<'_> for OrgIdVisitor {
+            type Value = OrgId;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an organisation id")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<OrgId, E> {
+                OrgId::new(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(OrgIdVisitor)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn org_id_decodes_from_valid_text_only() {
+        use crate::cbor::{from_canonical, to_canonical};
+        let text = to_canonical(&"acme-rm").unwrap();
+        assert_eq!(
+            from_canonical::<OrgId>(&text, 64).unwrap().as_str(),
+            "acme-rm"
+        );
+        let invalid = to_canonical(&"Acme RM").unwrap();
+        assert!(from_canonical::<OrgId>(&invalid, 64).is_err());
+        let bytes = to_canonical(&serde_bytes::Bytes::new(b"acme-rm")).unwrap();
+        assert!(from_canonical::<OrgId>(&bytes, 64).is_err());
+        let json: OrgId = serde_json::from_str("\"acme-rm\"").unwrap();
+        assert_eq!(json.as_str(), "acme-rm");
+    }
 
     #[test]
     fn contexts_are_pairwise_distinct() {
