@@ -1106,16 +1106,20 @@ impl Replication {
                 }
             };
             let count = waiting.len();
+            let mut judged = Vec::with_capacity(count);
+            let mut complete = true;
             for reference in waiting {
                 if !self.check_anchor(&reference, None) {
-                    return;
+                    complete = false;
+                    break;
                 }
-                if let Err(e) = store.anchor_checked(&reference) {
-                    tracing::error!(%chain, error = %e, "could not mark an anchor checked");
-                    return;
-                }
+                judged.push(reference);
             }
-            if count < CLAIM {
+            if let Err(e) = store.anchors_checked(chain, &judged) {
+                tracing::error!(%chain, error = %e, "could not mark anchors checked");
+                return;
+            }
+            if !complete || count < CLAIM {
                 return;
             }
         }
