@@ -163,8 +163,37 @@ struct Verdict {
     membership: Membership,
 }
 
-/// A downloaded page of entry bytes, or why it could not be had.
-type PageResult = Result<Vec<Vec<u8>>, Failure>;
+/// A downloaded page: the response body and where each entry's bytes lie in it (one buffer,
+/// not one allocation per entry).
+struct Page {
+    body: Vec<u8>,
+    items: Vec<std::ops::Range<usize>>,
+}
+
+impl Page {
+    /// A page of one entry (a probe's answer, or a test's).
+    fn single(bytes: Vec<u8>) -> Self {
+        Self {
+            items: vec![0..bytes.len()],
+            body: bytes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn get(&self, index: usize) -> &[u8] {
+        &self.body[self.items[index].clone()]
+    }
+}
+
+/// A downloaded page, or why it could not be had.
+type PageResult = Result<Page, Failure>;
 
 /// An entry that did not decode or verify: the entry if it decoded, the authorisation error
 /// if that is what failed, and the reason in words.
@@ -574,7 +603,12 @@ impl Replication {
                 format!("GET {url}: body over {max} bytes"),
             ));
         }
-        let mut body = Vec::new();
+        // Sized once from the declared length (capped above), not grown chunk by chunk.
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .map_or(0, |len| usize::try_from(len).unwrap_or(max).min(max)),
+        );
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > max {
                 return Err(Failure::new(
@@ -594,7 +628,7 @@ impl Replication {
         chain: &OrgId,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<Vec<u8>>, Failure> {
+    ) -> Result<Page, Failure> {
         let body = self
             .get(&format!(
                 "{url}/v1/chains/{chain}/entries?from={from}&limit={limit}"
@@ -603,10 +637,14 @@ impl Replication {
             .map_err(|f| f.at(chain, Some(from)))?
             .unwrap_or_default();
         if body.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Page {
+                body,
+                items: Vec::new(),
+            });
         }
-        decode_byte_strings(&body)
-            .map_err(|reason| Failure::new("malformed", reason).at(chain, Some(from)))
+        let items = byte_string_ranges(&body)
+            .map_err(|reason| Failure::new("malformed", reason).at(chain, Some(from)))?;
+        Ok(Page { body, items })
     }
 
     /// Brings `row.chain` up to the peer's size, probes for a fork when the peer's head differs
@@ -646,10 +684,11 @@ impl Replication {
     /// Fetches the peer's entry at `seq` (which we hold) and compares it with ours.
     async fn probe(&self, url: &str, chain: &OrgId, seq: u64) -> Result<(), Failure> {
         let page = self.fetch_page(url, chain, seq, 1).await?;
-        let Some(bytes) = page.into_iter().next() else {
+        if page.is_empty() {
             return Ok(());
-        };
-        self.apply_page(url, chain, vec![bytes]).await.map(|_| ())
+        }
+        let first = Page::single(page.get(0).to_vec());
+        self.apply_page(url, chain, first).await.map(|_| ())
     }
 
     async fn catch_up(&self, url: &str, chain: &OrgId, target: u64) -> Result<(), Failure> {
@@ -766,12 +805,7 @@ impl Replication {
 
     /// Checks one page (a probe) and stores what passes. `Ok(false)` when it stopped early
     /// without a refusal (waiting for a key, or a fork, which is reported); `Err` for a refusal.
-    async fn apply_page(
-        &self,
-        url: &str,
-        chain: &OrgId,
-        page: Vec<Vec<u8>>,
-    ) -> Result<bool, Failure> {
+    async fn apply_page(&self, url: &str, chain: &OrgId, page: Page) -> Result<bool, Failure> {
         let chain_lock = self.chain_lock(chain);
         let _guard = chain_lock.lock().await;
         let store = self.store().clone();
@@ -982,9 +1016,10 @@ impl Replication {
             return Ok(());
         }
         let page = self.fetch_page(url, chain, seq, 1).await?;
-        let Some(bytes) = page.into_iter().next() else {
+        if page.is_empty() {
             return Ok(());
-        };
+        }
+        let bytes = page.get(0).to_vec();
         let theirs = Entry::decode(&bytes)
             .map_err(|e| Failure::new("decode", e.to_string()).at(chain, Some(seq)))?;
         let ours_bytes = self
@@ -1386,27 +1421,50 @@ fn is_wait(e: &FederationError) -> bool {
     )
 }
 
-/// Decodes and verifies one entry against a fixed membership.
+/// Decodes one entry and, when `verify`, authorises it against a fixed membership and checks
+/// its `verify_strict` signature, over one parse of the envelope
+/// ([`Entry::decode_and_verify`]). The verdict is [`Membership::verify_entry`]'s: an entry the
+/// membership does not authorise is refused for that reason, whatever its signature.
 fn decode_and_verify(
     bytes: &[u8],
     membership: &Membership,
     verify: bool,
 ) -> Result<Entry, Box<Rejected>> {
-    let entry = Entry::decode(bytes).map_err(|e| {
+    let undecodable = |e: rmledger_schema::entry::EntryError| {
         Box::new(Rejected {
             entry: None,
             error: None,
             reason: e.to_string(),
         })
-    })?;
-    if verify && let Err(e) = membership.verify_entry(&entry) {
-        return Err(Box::new(Rejected {
+    };
+    if !verify {
+        return Entry::decode(bytes).map_err(undecodable);
+    }
+    let (entry, signature) = Entry::decode_and_verify(bytes, |kid, payload| {
+        if payload.federation != membership.federation() {
+            return None;
+        }
+        let (member, key) = membership.key(&kid)?;
+        (member.org == payload.chain).then_some(&key.verifying_key)
+    })
+    .map_err(undecodable)?;
+    let verdict = match membership.authorise(&entry) {
+        Err(e) => Err(e),
+        Ok(_) => match signature {
+            Some(result) => result.map_err(FederationError::Signature),
+            // Authorised means the key was found for this chain: not reached, but never
+            // accept an entry whose signature was not checked.
+            None => membership.verify_entry(&entry),
+        },
+    };
+    match verdict {
+        Ok(()) => Ok(entry),
+        Err(e) => Err(Box::new(Rejected {
             entry: Some(entry),
             reason: e.to_string(),
             error: Some(e),
-        }));
+        })),
     }
-    Ok(entry)
 }
 
 /// A page's entries being written and fsync'd on a blocking thread.
@@ -1423,7 +1481,7 @@ struct PageJob {
     tip: ChainTip,
     membership: Membership,
     registrar: bool,
-    page: Vec<Vec<u8>>,
+    page: Page,
     /// Entries checked and being written, not yet in the store: they follow the store's copy.
     unstored: Option<Arc<Batch>>,
     /// The latest entry time accepted (now + the allowed clock skew).
@@ -1458,40 +1516,36 @@ impl PageJob {
             .map_or(2, |n| n.get())
             .clamp(1, 8);
         if page.len() < 2 * VERIFY_CLAIM || threads == 1 || !verify {
-            return page
-                .iter()
-                .map(|b| decode_and_verify(b, &self.membership, verify))
+            return (0..page.len())
+                .map(|i| decode_and_verify(page.get(i), &self.membership, verify))
                 .collect();
         }
         // Threads claim small runs of entries in turn, so one slowed by other work on its
-        // core (the previous page's append, the download) does not hold the others up.
+        // core (the previous page's append, the download) does not hold the others up. This
+        // thread is one of them.
         let next = std::sync::atomic::AtomicUsize::new(0);
         let membership = &self.membership;
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let start = next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
+                if start >= page.len() {
+                    return done;
+                }
+                let end = (start + VERIFY_CLAIM).min(page.len());
+                let run: Vec<Checked> = (start..end)
+                    .map(|i| decode_and_verify(page.get(i), membership, true))
+                    .collect();
+                done.push((start, run));
+            }
+        };
         let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let start =
-                                next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
-                            if start >= page.len() {
-                                return done;
-                            }
-                            let end = (start + VERIFY_CLAIM).min(page.len());
-                            let run = page[start..end]
-                                .iter()
-                                .map(|b| decode_and_verify(b, membership, true))
-                                .collect();
-                            done.push((start, run));
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut runs = work();
+            for helper in helpers {
+                runs.extend(helper.join().unwrap_or_default());
+            }
+            runs
         });
         runs.sort_unstable_by_key(|(start, _)| *start);
         runs.into_iter().flat_map(|(_, run)| run).collect()
@@ -1598,6 +1652,14 @@ impl PageJob {
 
 /// Decodes `GET /entries`: a definite-length CBOR array of byte strings.
 pub fn decode_byte_strings(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    Ok(byte_string_ranges(bytes)?
+        .into_iter()
+        .map(|range| bytes[range].to_vec())
+        .collect())
+}
+
+/// Where each byte string of a `GET /entries` body lies in it (see [`decode_byte_strings`]).
+fn byte_string_ranges(bytes: &[u8]) -> Result<Vec<std::ops::Range<usize>>, String> {
     let mut pos = 0usize;
     let (major, count) = read_head(bytes, &mut pos)?;
     if major != 4 {
@@ -1620,7 +1682,7 @@ pub fn decode_byte_strings(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             .checked_add(len)
             .filter(|&end| end <= bytes.len())
             .ok_or_else(|| format!("item {i}: truncated"))?;
-        out.push(bytes[pos..end].to_vec());
+        out.push(pos..end);
         pos = end;
     }
     if pos != bytes.len() {
