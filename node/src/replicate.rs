@@ -1508,17 +1508,20 @@ impl PageJob {
     }
 
     /// Decodes every entry and, off the registrar's chain (where membership is fixed for the
-    /// page), checks its authorisation and `verify_strict` signature on every core.
-    fn decode_all(&self) -> Vec<Checked> {
+    /// page), checks its authorisation and `verify_strict` signature on every core. Returns
+    /// the results in page order, in runs (not copied into one vector: an `Entry` is large).
+    fn decode_all(&self) -> Vec<Vec<Checked>> {
         let verify = !self.registrar;
         let page = &self.page;
         let threads = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 8);
         if page.len() < 2 * VERIFY_CLAIM || threads == 1 || !verify {
-            return (0..page.len())
-                .map(|i| decode_and_verify(page.get(i), &self.membership, verify))
-                .collect();
+            return vec![
+                (0..page.len())
+                    .map(|i| decode_and_verify(page.get(i), &self.membership, verify))
+                    .collect(),
+            ];
         }
         // Threads claim small runs of entries in turn, so one slowed by other work on its
         // core (the previous page's append, the download) does not hold the others up. This
@@ -1548,7 +1551,7 @@ impl PageJob {
             runs
         });
         runs.sort_unstable_by_key(|(start, _)| *start);
-        runs.into_iter().flat_map(|(_, run)| run).collect()
+        runs.into_iter().map(|(_, run)| run).collect()
     }
 
     /// Checks the page against the tip: decoding and signatures first (see
@@ -1558,9 +1561,9 @@ impl PageJob {
         let checked = self.decode_all();
         let chain = self.chain.clone();
         let registrar = self.registrar;
-        let mut accepted = Vec::new();
+        let mut accepted = Vec::with_capacity(self.page.len());
         let stop = 'page: {
-            for (index, result) in checked.into_iter().enumerate() {
+            for (index, result) in checked.into_iter().flatten().enumerate() {
                 let entry = match result {
                     Ok(entry) => entry,
                     Err(rejected) => {
