@@ -174,7 +174,7 @@ impl Page {
     /// A page of one entry (a probe's answer, or a test's).
     fn single(bytes: Vec<u8>) -> Self {
         Self {
-            items: vec![0..bytes.len()],
+            items: std::iter::once(0..bytes.len()).collect(),
             body: bytes,
         }
     }

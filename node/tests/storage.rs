@@ -1171,7 +1171,10 @@ fn anchors_waiting_for_their_chain_are_grouped_marked_and_rebuilt() {
         sizes(store.unchecked_anchors(&chain, u64::MAX, 100).unwrap()),
         (1..=8).collect::<Vec<_>>()
     );
-    assert_eq!(store.unchecked_anchors(&chain, u64::MAX, 2).unwrap().len(), 2);
+    assert_eq!(
+        store.unchecked_anchors(&chain, u64::MAX, 2).unwrap().len(),
+        2
+    );
     assert!(store.unchecked_anchors(&chain, 0, 100).unwrap().is_empty());
     // Each waiting anchor carries its witness, seq and root.
     let first = &store.unchecked_anchors(&chain, 1, 100).unwrap()[0];
@@ -1210,9 +1213,7 @@ fn anchors_waiting_for_their_chain_are_grouped_marked_and_rebuilt() {
     // An anchor naming a size the store holds does not wait.
     let held: Vec<Entry> = (0..10).map(|_| producer.anchor()).collect();
     store.append(&batch(held)).unwrap();
-    store
-        .append(&batch(vec![anchor_of(&mut lab, 10)]))
-        .unwrap();
+    store.append(&batch(vec![anchor_of(&mut lab, 10)])).unwrap();
     assert_eq!(
         sizes(store.unchecked_anchors(&chain, u64::MAX, 100).unwrap()),
         vec![2, 4, 6, 8]
@@ -1249,7 +1250,9 @@ fn anchors_upto_reads_groups_reaching_past_the_size() {
             })
             .collect()
     };
-    store.append(&batch(anchors(&mut lab, &[3, 9, 20]))).unwrap();
+    store
+        .append(&batch(anchors(&mut lab, &[3, 9, 20])))
+        .unwrap();
     store.append(&batch(anchors(&mut other, &[4, 8]))).unwrap();
     store.append(&batch(anchors(&mut lab, &[1, 2]))).unwrap();
     let listed = |upto, limit| -> Vec<(u64, String)> {
@@ -1268,7 +1271,10 @@ fn anchors_upto_reads_groups_reaching_past_the_size() {
             (4, "other".to_owned())
         ]
     );
-    assert_eq!(listed(2, 10), vec![(2, "lab-01".to_owned()), (1, "lab-01".to_owned())]);
+    assert_eq!(
+        listed(2, 10),
+        vec![(2, "lab-01".to_owned()), (1, "lab-01".to_owned())]
+    );
     assert_eq!(listed(u64::MAX, 1), vec![(20, "lab-01".to_owned())]);
     assert_eq!(listed(u64::MAX, usize::MAX).len(), 7);
     assert!(listed(0, 10).is_empty());

@@ -529,7 +529,7 @@ fn decode_anchor_group(rest: &[u8], value: &[u8]) -> Result<AnchorGroup, Storage
         .map(u64::from_be_bytes)
         .ok_or_else(bad)?;
     let (witness, _) = decode_chain_seq(&rest[8..])?;
-    if value.is_empty() || value.len() % ANCHOR_RECORD != 0 {
+    if value.is_empty() || !value.len().is_multiple_of(ANCHOR_RECORD) {
         return Err(bad());
     }
     let records = value
