@@ -192,9 +192,6 @@ impl Page {
     }
 }
 
-/// A downloaded page, or why it could not be had.
-type PageResult = Result<Page, Failure>;
-
 /// An entry that did not decode or verify: the entry if it decoded, the authorisation error
 /// if that is what failed, and the reason in words.
 struct Rejected {
@@ -693,11 +690,13 @@ impl Replication {
 
     async fn catch_up(&self, url: &str, chain: &OrgId, target: u64) -> Result<(), Failure> {
         let limit = self.config.limits.max_page_entries;
-        // Three stages overlap: page k+1 downloads and is verified (signatures on every core)
-        // while page k is written and fsync'd on a blocking thread. Page k+1 is checked against
-        // the tip page k leaves behind and is stored only after page k is durable, so the
-        // chain is stored strictly in order and nothing unverified is stored. The chain lock
-        // is held throughout, so no other peer task stores this chain meanwhile.
+        // Four stages overlap: page k+2 downloads, page k+1 is decoded and its signatures
+        // checked on every core, page k is checked in order against the tip page k-1 leaves
+        // behind (chain links, time; on the registrar's chain, authorisation and signatures
+        // against the membership as it grows), and page k-1 is written and fsync'd on a
+        // blocking thread. Page k is stored only after page k-1 is durable, so the chain is
+        // stored strictly in order and nothing unverified is stored. The chain lock is held
+        // throughout, so no other peer task stores this chain meanwhile.
         let chain_lock = self.chain_lock(chain);
         let guard = chain_lock.lock().await;
         let store = self.store().clone();
@@ -708,22 +707,41 @@ impl Replication {
         // membership the previous one leaves behind, which is not committed yet.
         let mut carried: Option<Membership> = None;
         let mut storing: Option<Storing> = None;
-        let mut prefetched: Option<(u64, PageResult)> = None;
+        // The next page, being decoded: where it starts.
+        let mut ahead: Option<(u64, Decoding)> = None;
         let mut from = start;
         let outcome = loop {
             if from >= target || self.is_frozen(chain) {
                 break Ok(true);
             }
-            let page = match prefetched.take() {
-                Some((at, page)) if at == from => page,
-                _ => self.fetch_page(url, chain, from, limit).await,
+            let decoding = match ahead.take() {
+                Some((at, decoding)) if at == from => decoding,
+                _ => match self.fetch_page(url, chain, from, limit).await {
+                    Ok(page) if page.is_empty() => break Ok(true),
+                    Ok(page) => self.start_decoding(page, registrar),
+                    Err(failure) => break Err(failure),
+                },
             };
-            let page = match page {
-                Ok(page) if page.is_empty() => break Ok(true),
-                Ok(page) => page,
-                Err(failure) => break Err(failure),
+            // The next page downloads while this one is decoded, and starts decoding before
+            // this one is checked in order, so the cores stay busy through the ordered check
+            // and the store.
+            let after = from + decoding.len as u64;
+            let (checked, next) = if after < target {
+                let (checked, next) =
+                    tokio::join!(decoding.task, self.fetch_page(url, chain, after, limit));
+                (checked, Some(next))
+            } else {
+                (decoding.task.await, None)
             };
-            let after = from + page.len() as u64;
+            if let Some(Ok(page)) = next
+                && !page.is_empty()
+            {
+                ahead = Some((after, self.start_decoding(page, registrar)));
+            }
+            let checked = match checked {
+                Ok(checked) => checked,
+                Err(e) => break Err(Failure::new("internal", format!("decode task: {e}"))),
+            };
             let membership = match carried.take() {
                 Some(membership) => membership,
                 None => self.ledger.membership().clone(),
@@ -734,18 +752,11 @@ impl Replication {
                 tip: tip.clone(),
                 membership,
                 registrar,
-                page,
+                checked,
                 unstored: storing.as_ref().map(|s| s.batch.clone()),
                 max_time: now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms),
             };
-            let verify = tokio::task::spawn_blocking(move || job.run());
-            let (verdict, next) = if after < target {
-                let (verdict, next) =
-                    tokio::join!(verify, self.fetch_page(url, chain, after, limit));
-                (verdict, Some((after, next)))
-            } else {
-                (verify.await, None)
-            };
+            let verdict = tokio::task::spawn_blocking(move || job.run()).await;
             // The previous page must be durable before this one is stored.
             if let Some(previous) = storing.take()
                 && let Err(failure) = self.finish_store(url, chain, previous).await
@@ -775,8 +786,9 @@ impl Replication {
                 break Ok(true);
             }
             from = tip.size;
-            prefetched = next;
         };
+        // A page still decoding is not wanted any more (it ends on its own).
+        drop(ahead);
         let outcome = match storing.take() {
             Some(last) => match self.finish_store(url, chain, last).await {
                 Ok(()) => outcome,
@@ -809,19 +821,27 @@ impl Replication {
         let chain_lock = self.chain_lock(chain);
         let _guard = chain_lock.lock().await;
         let store = self.store().clone();
-        let job = PageJob {
-            tip: current_tip(&store, self.federation(), chain)?,
-            store,
-            chain: chain.clone(),
-            membership: self.ledger.membership().clone(),
-            registrar: chain == self.ledger.genesis().registrar(),
-            page,
-            unstored: None,
-            max_time: now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms),
-        };
-        let verdict = tokio::task::spawn_blocking(move || job.run())
-            .await
-            .map_err(|e| Failure::new("internal", format!("verify task: {e}")))?;
+        let registrar = chain == self.ledger.genesis().registrar();
+        let membership = self.ledger.membership().clone();
+        let tip = current_tip(&store, self.federation(), chain)?;
+        let owned = chain.clone();
+        let max_time = now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms);
+        let verdict = tokio::task::spawn_blocking(move || {
+            let checked = decode_page(&page, (!registrar).then_some(&membership));
+            PageJob {
+                tip,
+                store,
+                chain: owned,
+                membership,
+                registrar,
+                checked,
+                unstored: None,
+                max_time,
+            }
+            .run()
+        })
+        .await
+        .map_err(|e| Failure::new("internal", format!("verify task: {e}")))?;
         if !verdict.accepted.is_empty() {
             let storing = self.start_store(verdict.accepted);
             self.finish_store(url, chain, storing).await?;
@@ -829,6 +849,16 @@ impl Replication {
         match verdict.stop {
             None => Ok(true),
             Some(stop) => self.stopped(url, chain, stop),
+        }
+    }
+
+    /// Starts decoding a page (and, off the registrar's chain, checking its signatures) on the
+    /// blocking pool.
+    fn start_decoding(&self, page: Page, registrar: bool) -> Decoding {
+        let membership = (!registrar).then(|| self.ledger.membership().clone());
+        Decoding {
+            len: page.len(),
+            task: tokio::task::spawn_blocking(move || decode_page(&page, membership.as_ref())),
         }
     }
 
@@ -1421,14 +1451,13 @@ fn is_wait(e: &FederationError) -> bool {
     )
 }
 
-/// Decodes one entry and, when `verify`, authorises it against a fixed membership and checks
+/// Decodes one entry and, given a membership, authorises it against it and checks
 /// its `verify_strict` signature, over one parse of the envelope
 /// ([`Entry::decode_and_verify`]). The verdict is [`Membership::verify_entry`]'s: an entry the
 /// membership does not authorise is refused for that reason, whatever its signature.
 fn decode_and_verify(
     bytes: &[u8],
-    membership: &Membership,
-    verify: bool,
+    membership: Option<&Membership>,
 ) -> Result<Entry, Box<Rejected>> {
     let undecodable = |e: rmledger_schema::entry::EntryError| {
         Box::new(Rejected {
@@ -1437,9 +1466,9 @@ fn decode_and_verify(
             reason: e.to_string(),
         })
     };
-    if !verify {
+    let Some(membership) = membership else {
         return Entry::decode(bytes).map_err(undecodable);
-    }
+    };
     let (entry, signature) = Entry::decode_and_verify(bytes, |kid, payload| {
         if payload.federation != membership.federation() {
             return None;
@@ -1467,6 +1496,58 @@ fn decode_and_verify(
     }
 }
 
+/// A page being decoded on the blocking pool: how many entries it has, and the task.
+struct Decoding {
+    len: usize,
+    task: tokio::task::JoinHandle<Vec<Vec<Checked>>>,
+}
+
+/// Decodes every entry of a page and, given the membership (off the registrar's chain, where
+/// it is fixed for the page), checks its authorisation and `verify_strict` signature on every
+/// core. Returns the results in page order, in runs (not copied into one vector: an `Entry` is
+/// large).
+fn decode_page(page: &Page, membership: Option<&Membership>) -> Vec<Vec<Checked>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let Some(membership) = membership.filter(|_| page.len() >= 2 * VERIFY_CLAIM && threads > 1)
+    else {
+        return vec![
+            (0..page.len())
+                .map(|i| decode_and_verify(page.get(i), membership))
+                .collect(),
+        ];
+    };
+    // Threads claim small runs of entries in turn, so one slowed by other work on its core
+    // (the previous page's ordered check and append, the download) does not hold the others
+    // up. This thread is one of them.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let start = next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
+            if start >= page.len() {
+                return done;
+            }
+            let end = (start + VERIFY_CLAIM).min(page.len());
+            let run: Vec<Checked> = (start..end)
+                .map(|i| decode_and_verify(page.get(i), Some(membership)))
+                .collect();
+            done.push((start, run));
+        }
+    };
+    let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut runs = work();
+        for helper in helpers {
+            runs.extend(helper.join().unwrap_or_default());
+        }
+        runs
+    });
+    runs.sort_unstable_by_key(|(start, _)| *start);
+    runs.into_iter().map(|(_, run)| run).collect()
+}
+
 /// A page's entries being written and fsync'd on a blocking thread.
 struct Storing {
     batch: Arc<Batch>,
@@ -1481,7 +1562,9 @@ struct PageJob {
     tip: ChainTip,
     membership: Membership,
     registrar: bool,
-    page: Page,
+    /// The page's entries decoded (and, off the registrar's chain, signature-checked), in
+    /// page order ([`decode_page`]).
+    checked: Vec<Vec<Checked>>,
     /// Entries checked and being written, not yet in the store: they follow the store's copy.
     unstored: Option<Arc<Batch>>,
     /// The latest entry time accepted (now + the allowed clock skew).
@@ -1507,61 +1590,14 @@ impl PageJob {
         self.store.entry(&self.chain, seq).ok().flatten()
     }
 
-    /// Decodes every entry and, off the registrar's chain (where membership is fixed for the
-    /// page), checks its authorisation and `verify_strict` signature on every core. Returns
-    /// the results in page order, in runs (not copied into one vector: an `Entry` is large).
-    fn decode_all(&self) -> Vec<Vec<Checked>> {
-        let verify = !self.registrar;
-        let page = &self.page;
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 8);
-        if page.len() < 2 * VERIFY_CLAIM || threads == 1 || !verify {
-            return vec![
-                (0..page.len())
-                    .map(|i| decode_and_verify(page.get(i), &self.membership, verify))
-                    .collect(),
-            ];
-        }
-        // Threads claim small runs of entries in turn, so one slowed by other work on its
-        // core (the previous page's append, the download) does not hold the others up. This
-        // thread is one of them.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let membership = &self.membership;
-        let work = || {
-            let mut done = Vec::new();
-            loop {
-                let start = next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
-                if start >= page.len() {
-                    return done;
-                }
-                let end = (start + VERIFY_CLAIM).min(page.len());
-                let run: Vec<Checked> = (start..end)
-                    .map(|i| decode_and_verify(page.get(i), membership, true))
-                    .collect();
-                done.push((start, run));
-            }
-        };
-        let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
-            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-            let mut runs = work();
-            for helper in helpers {
-                runs.extend(helper.join().unwrap_or_default());
-            }
-            runs
-        });
-        runs.sort_unstable_by_key(|(start, _)| *start);
-        runs.into_iter().map(|(_, run)| run).collect()
-    }
-
-    /// Checks the page against the tip: decoding and signatures first (see
-    /// [`PageJob::decode_all`]), then sequentially chain links, time and, for the registrar's
-    /// chain, authorisation against the membership as it grows.
+    /// Checks the decoded page against the tip ([`decode_page`] did the decoding and, off the
+    /// registrar's chain, the signatures), in order: chain links, time and, for the registrar's
+    /// chain, authorisation and signatures against the membership as it grows.
     fn run(mut self) -> Verdict {
-        let checked = self.decode_all();
+        let checked = std::mem::take(&mut self.checked);
         let chain = self.chain.clone();
         let registrar = self.registrar;
-        let mut accepted = Vec::with_capacity(self.page.len());
+        let mut accepted = Vec::with_capacity(checked.iter().map(Vec::len).sum());
         let stop = 'page: {
             for (index, result) in checked.into_iter().flatten().enumerate() {
                 let entry = match result {
