@@ -11,14 +11,17 @@
 //! (`Membership::verify_entry`). Entries are self-authenticating, so any peer may serve any
 //! chain; the node never takes entries of its own chain from anyone.
 //!
-//! Catch-up is a three-stage pipeline under the chain's lock: while page k is written and
-//! fsync'd (one append, one flush per page), page k+1 is decoded and `verify_strict`-checked on
-//! every core against the tip page k leaves behind, and page k+2 downloads. Page k+1 is stored
-//! only after page k is durable, so the chain is stored in order and nothing unverified is
-//! stored. Signatures of a page are claimed by the verifying threads in small runs — membership
-//! is fixed for a page of a non-registrar chain; chain-link checks are sequential and cheap.
-//! Registrar entries change membership, so they are checked one by one against a membership
-//! that grows as they apply and is carried to the next page.
+//! Catch-up is a pipeline under the chain's lock: each page downloads while the one before it
+//! is decoded and `verify_strict`-checked on every core (each entry parsed once for both); its
+//! decoding starts as soon as it has downloaded, so it overlaps the ordered check of the page
+//! before it (chain links and time, against the tip that page's predecessor leaves behind) and
+//! the write and fsync of the page before that (one append, one flush per page). A page is
+//! stored only after the one before it is durable, so the chain is stored in order and nothing
+//! unverified is stored. Signatures of a page are claimed by the verifying threads in small
+//! runs — membership is fixed for a page of a non-registrar chain. Registrar entries change
+//! membership, so they are only decoded ahead and are authorised and verified one by one in
+//! the ordered check, against a membership that grows as they apply and is carried to the
+//! next page.
 //!
 //! An entry whose key is not known yet (its enrolment is still on its way) waits for a later
 //! round; anything else invalid is refused, counted in `/metrics`
