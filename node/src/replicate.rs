@@ -11,14 +11,17 @@
 //! (`Membership::verify_entry`). Entries are self-authenticating, so any peer may serve any
 //! chain; the node never takes entries of its own chain from anyone.
 //!
-//! Catch-up is a three-stage pipeline under the chain's lock: while page k is written and
-//! fsync'd (one append, one flush per page), page k+1 is decoded and `verify_strict`-checked on
-//! every core against the tip page k leaves behind, and page k+2 downloads. Page k+1 is stored
-//! only after page k is durable, so the chain is stored in order and nothing unverified is
-//! stored. Signatures of a page are claimed by the verifying threads in small runs — membership
-//! is fixed for a page of a non-registrar chain; chain-link checks are sequential and cheap.
-//! Registrar entries change membership, so they are checked one by one against a membership
-//! that grows as they apply and is carried to the next page.
+//! Catch-up is a pipeline under the chain's lock: each page downloads while the one before it
+//! is decoded and `verify_strict`-checked on every core (each entry parsed once for both); its
+//! decoding starts as soon as it has downloaded, so it overlaps the ordered check of the page
+//! before it (chain links and time, against the tip that page's predecessor leaves behind) and
+//! the write and fsync of the page before that (one append, one flush per page). A page is
+//! stored only after the one before it is durable, so the chain is stored in order and nothing
+//! unverified is stored. Signatures of a page are claimed by the verifying threads in small
+//! runs — membership is fixed for a page of a non-registrar chain. Registrar entries change
+//! membership, so they are only decoded ahead and are authorised and verified one by one in
+//! the ordered check, against a membership that grows as they apply and is carried to the
+//! next page.
 //!
 //! An entry whose key is not known yet (its enrolment is still on its way) waits for a later
 //! round; anything else invalid is refused, counted in `/metrics`
@@ -163,8 +166,34 @@ struct Verdict {
     membership: Membership,
 }
 
-/// A downloaded page of entry bytes, or why it could not be had.
-type PageResult = Result<Vec<Vec<u8>>, Failure>;
+/// A downloaded page: the response body and where each entry's bytes lie in it (one buffer,
+/// not one allocation per entry).
+struct Page {
+    body: Vec<u8>,
+    items: Vec<std::ops::Range<usize>>,
+}
+
+impl Page {
+    /// A page of one entry (a probe's answer, or a test's).
+    fn single(bytes: Vec<u8>) -> Self {
+        Self {
+            items: std::iter::once(0..bytes.len()).collect(),
+            body: bytes,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn get(&self, index: usize) -> &[u8] {
+        &self.body[self.items[index].clone()]
+    }
+}
 
 /// An entry that did not decode or verify: the entry if it decoded, the authorisation error
 /// if that is what failed, and the reason in words.
@@ -574,7 +603,12 @@ impl Replication {
                 format!("GET {url}: body over {max} bytes"),
             ));
         }
-        let mut body = Vec::new();
+        // Sized once from the declared length (capped above), not grown chunk by chunk.
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .map_or(0, |len| usize::try_from(len).unwrap_or(max).min(max)),
+        );
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() + chunk.len() > max {
                 return Err(Failure::new(
@@ -594,7 +628,7 @@ impl Replication {
         chain: &OrgId,
         from: u64,
         limit: usize,
-    ) -> Result<Vec<Vec<u8>>, Failure> {
+    ) -> Result<Page, Failure> {
         let body = self
             .get(&format!(
                 "{url}/v1/chains/{chain}/entries?from={from}&limit={limit}"
@@ -603,10 +637,14 @@ impl Replication {
             .map_err(|f| f.at(chain, Some(from)))?
             .unwrap_or_default();
         if body.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Page {
+                body,
+                items: Vec::new(),
+            });
         }
-        decode_byte_strings(&body)
-            .map_err(|reason| Failure::new("malformed", reason).at(chain, Some(from)))
+        let items = byte_string_ranges(&body)
+            .map_err(|reason| Failure::new("malformed", reason).at(chain, Some(from)))?;
+        Ok(Page { body, items })
     }
 
     /// Brings `row.chain` up to the peer's size, probes for a fork when the peer's head differs
@@ -646,19 +684,22 @@ impl Replication {
     /// Fetches the peer's entry at `seq` (which we hold) and compares it with ours.
     async fn probe(&self, url: &str, chain: &OrgId, seq: u64) -> Result<(), Failure> {
         let page = self.fetch_page(url, chain, seq, 1).await?;
-        let Some(bytes) = page.into_iter().next() else {
+        if page.is_empty() {
             return Ok(());
-        };
-        self.apply_page(url, chain, vec![bytes]).await.map(|_| ())
+        }
+        let first = Page::single(page.get(0).to_vec());
+        self.apply_page(url, chain, first).await.map(|_| ())
     }
 
     async fn catch_up(&self, url: &str, chain: &OrgId, target: u64) -> Result<(), Failure> {
         let limit = self.config.limits.max_page_entries;
-        // Three stages overlap: page k+1 downloads and is verified (signatures on every core)
-        // while page k is written and fsync'd on a blocking thread. Page k+1 is checked against
-        // the tip page k leaves behind and is stored only after page k is durable, so the
-        // chain is stored strictly in order and nothing unverified is stored. The chain lock
-        // is held throughout, so no other peer task stores this chain meanwhile.
+        // Four stages overlap: page k+2 downloads, page k+1 is decoded and its signatures
+        // checked on every core, page k is checked in order against the tip page k-1 leaves
+        // behind (chain links, time; on the registrar's chain, authorisation and signatures
+        // against the membership as it grows), and page k-1 is written and fsync'd on a
+        // blocking thread. Page k is stored only after page k-1 is durable, so the chain is
+        // stored strictly in order and nothing unverified is stored. The chain lock is held
+        // throughout, so no other peer task stores this chain meanwhile.
         let chain_lock = self.chain_lock(chain);
         let guard = chain_lock.lock().await;
         let store = self.store().clone();
@@ -669,22 +710,41 @@ impl Replication {
         // membership the previous one leaves behind, which is not committed yet.
         let mut carried: Option<Membership> = None;
         let mut storing: Option<Storing> = None;
-        let mut prefetched: Option<(u64, PageResult)> = None;
+        // The next page, being decoded: where it starts.
+        let mut ahead: Option<(u64, Decoding)> = None;
         let mut from = start;
         let outcome = loop {
             if from >= target || self.is_frozen(chain) {
                 break Ok(true);
             }
-            let page = match prefetched.take() {
-                Some((at, page)) if at == from => page,
-                _ => self.fetch_page(url, chain, from, limit).await,
+            let decoding = match ahead.take() {
+                Some((at, decoding)) if at == from => decoding,
+                _ => match self.fetch_page(url, chain, from, limit).await {
+                    Ok(page) if page.is_empty() => break Ok(true),
+                    Ok(page) => self.start_decoding(page, registrar),
+                    Err(failure) => break Err(failure),
+                },
             };
-            let page = match page {
-                Ok(page) if page.is_empty() => break Ok(true),
-                Ok(page) => page,
-                Err(failure) => break Err(failure),
+            // The next page downloads while this one is decoded, and starts decoding before
+            // this one is checked in order, so the cores stay busy through the ordered check
+            // and the store.
+            let after = from + decoding.len as u64;
+            let (checked, next) = if after < target {
+                let (checked, next) =
+                    tokio::join!(decoding.task, self.fetch_page(url, chain, after, limit));
+                (checked, Some(next))
+            } else {
+                (decoding.task.await, None)
             };
-            let after = from + page.len() as u64;
+            if let Some(Ok(page)) = next
+                && !page.is_empty()
+            {
+                ahead = Some((after, self.start_decoding(page, registrar)));
+            }
+            let checked = match checked {
+                Ok(checked) => checked,
+                Err(e) => break Err(Failure::new("internal", format!("decode task: {e}"))),
+            };
             let membership = match carried.take() {
                 Some(membership) => membership,
                 None => self.ledger.membership().clone(),
@@ -695,18 +755,11 @@ impl Replication {
                 tip: tip.clone(),
                 membership,
                 registrar,
-                page,
+                checked,
                 unstored: storing.as_ref().map(|s| s.batch.clone()),
                 max_time: now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms),
             };
-            let verify = tokio::task::spawn_blocking(move || job.run());
-            let (verdict, next) = if after < target {
-                let (verdict, next) =
-                    tokio::join!(verify, self.fetch_page(url, chain, after, limit));
-                (verdict, Some((after, next)))
-            } else {
-                (verify.await, None)
-            };
+            let verdict = tokio::task::spawn_blocking(move || job.run()).await;
             // The previous page must be durable before this one is stored.
             if let Some(previous) = storing.take()
                 && let Err(failure) = self.finish_store(url, chain, previous).await
@@ -736,8 +789,9 @@ impl Replication {
                 break Ok(true);
             }
             from = tip.size;
-            prefetched = next;
         };
+        // A page still decoding is not wanted any more (it ends on its own).
+        drop(ahead);
         let outcome = match storing.take() {
             Some(last) => match self.finish_store(url, chain, last).await {
                 Ok(()) => outcome,
@@ -766,28 +820,31 @@ impl Replication {
 
     /// Checks one page (a probe) and stores what passes. `Ok(false)` when it stopped early
     /// without a refusal (waiting for a key, or a fork, which is reported); `Err` for a refusal.
-    async fn apply_page(
-        &self,
-        url: &str,
-        chain: &OrgId,
-        page: Vec<Vec<u8>>,
-    ) -> Result<bool, Failure> {
+    async fn apply_page(&self, url: &str, chain: &OrgId, page: Page) -> Result<bool, Failure> {
         let chain_lock = self.chain_lock(chain);
         let _guard = chain_lock.lock().await;
         let store = self.store().clone();
-        let job = PageJob {
-            tip: current_tip(&store, self.federation(), chain)?,
-            store,
-            chain: chain.clone(),
-            membership: self.ledger.membership().clone(),
-            registrar: chain == self.ledger.genesis().registrar(),
-            page,
-            unstored: None,
-            max_time: now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms),
-        };
-        let verdict = tokio::task::spawn_blocking(move || job.run())
-            .await
-            .map_err(|e| Failure::new("internal", format!("verify task: {e}")))?;
+        let registrar = chain == self.ledger.genesis().registrar();
+        let membership = self.ledger.membership().clone();
+        let tip = current_tip(&store, self.federation(), chain)?;
+        let owned = chain.clone();
+        let max_time = now_unix_ms().saturating_add(self.config.limits.max_clock_skew_ms);
+        let verdict = tokio::task::spawn_blocking(move || {
+            let checked = decode_page(&page, (!registrar).then_some(&membership));
+            PageJob {
+                tip,
+                store,
+                chain: owned,
+                membership,
+                registrar,
+                checked,
+                unstored: None,
+                max_time,
+            }
+            .run()
+        })
+        .await
+        .map_err(|e| Failure::new("internal", format!("verify task: {e}")))?;
         if !verdict.accepted.is_empty() {
             let storing = self.start_store(verdict.accepted);
             self.finish_store(url, chain, storing).await?;
@@ -795,6 +852,16 @@ impl Replication {
         match verdict.stop {
             None => Ok(true),
             Some(stop) => self.stopped(url, chain, stop),
+        }
+    }
+
+    /// Starts decoding a page (and, off the registrar's chain, checking its signatures) on the
+    /// blocking pool.
+    fn start_decoding(&self, page: Page, registrar: bool) -> Decoding {
+        let membership = (!registrar).then(|| self.ledger.membership().clone());
+        Decoding {
+            len: page.len(),
+            task: tokio::task::spawn_blocking(move || decode_page(&page, membership.as_ref())),
         }
     }
 
@@ -982,9 +1049,10 @@ impl Replication {
             return Ok(());
         }
         let page = self.fetch_page(url, chain, seq, 1).await?;
-        let Some(bytes) = page.into_iter().next() else {
+        if page.is_empty() {
             return Ok(());
-        };
+        }
+        let bytes = page.get(0).to_vec();
         let theirs = Entry::decode(&bytes)
             .map_err(|e| Failure::new("decode", e.to_string()).at(chain, Some(seq)))?;
         let ours_bytes = self
@@ -1106,16 +1174,20 @@ impl Replication {
                 }
             };
             let count = waiting.len();
+            let mut judged = Vec::with_capacity(count);
+            let mut complete = true;
             for reference in waiting {
                 if !self.check_anchor(&reference, None) {
-                    return;
+                    complete = false;
+                    break;
                 }
-                if let Err(e) = store.anchor_checked(&reference) {
-                    tracing::error!(%chain, error = %e, "could not mark an anchor checked");
-                    return;
-                }
+                judged.push(reference);
             }
-            if count < CLAIM {
+            if let Err(e) = store.anchors_checked(chain, &judged) {
+                tracing::error!(%chain, error = %e, "could not mark anchors checked");
+                return;
+            }
+            if !complete || count < CLAIM {
                 return;
             }
         }
@@ -1382,27 +1454,101 @@ fn is_wait(e: &FederationError) -> bool {
     )
 }
 
-/// Decodes and verifies one entry against a fixed membership.
+/// Decodes one entry and, given a membership, authorises it against it and checks
+/// its `verify_strict` signature, over one parse of the envelope
+/// ([`Entry::decode_and_verify`]). The verdict is [`Membership::verify_entry`]'s: an entry the
+/// membership does not authorise is refused for that reason, whatever its signature.
 fn decode_and_verify(
     bytes: &[u8],
-    membership: &Membership,
-    verify: bool,
+    membership: Option<&Membership>,
 ) -> Result<Entry, Box<Rejected>> {
-    let entry = Entry::decode(bytes).map_err(|e| {
+    let undecodable = |e: rmledger_schema::entry::EntryError| {
         Box::new(Rejected {
             entry: None,
             error: None,
             reason: e.to_string(),
         })
-    })?;
-    if verify && let Err(e) = membership.verify_entry(&entry) {
-        return Err(Box::new(Rejected {
+    };
+    let Some(membership) = membership else {
+        return Entry::decode(bytes).map_err(undecodable);
+    };
+    let (entry, signature) = Entry::decode_and_verify(bytes, |kid, payload| {
+        if payload.federation != membership.federation() {
+            return None;
+        }
+        let (member, key) = membership.key(&kid)?;
+        (member.org == payload.chain).then_some(&key.verifying_key)
+    })
+    .map_err(undecodable)?;
+    let verdict = match membership.authorise(&entry) {
+        Err(e) => Err(e),
+        Ok(_) => match signature {
+            Some(result) => result.map_err(FederationError::Signature),
+            // Authorised means the key was found for this chain: not reached, but never
+            // accept an entry whose signature was not checked.
+            None => membership.verify_entry(&entry),
+        },
+    };
+    match verdict {
+        Ok(()) => Ok(entry),
+        Err(e) => Err(Box::new(Rejected {
             entry: Some(entry),
             reason: e.to_string(),
             error: Some(e),
-        }));
+        })),
     }
-    Ok(entry)
+}
+
+/// A page being decoded on the blocking pool: how many entries it has, and the task.
+struct Decoding {
+    len: usize,
+    task: tokio::task::JoinHandle<Vec<Vec<Checked>>>,
+}
+
+/// Decodes every entry of a page and, given the membership (off the registrar's chain, where
+/// it is fixed for the page), checks its authorisation and `verify_strict` signature on every
+/// core. Returns the results in page order, in runs (not copied into one vector: an `Entry` is
+/// large).
+fn decode_page(page: &Page, membership: Option<&Membership>) -> Vec<Vec<Checked>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let Some(membership) = membership.filter(|_| page.len() >= 2 * VERIFY_CLAIM && threads > 1)
+    else {
+        return vec![
+            (0..page.len())
+                .map(|i| decode_and_verify(page.get(i), membership))
+                .collect(),
+        ];
+    };
+    // Threads claim small runs of entries in turn, so one slowed by other work on its core
+    // (the previous page's ordered check and append, the download) does not hold the others
+    // up. This thread is one of them.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let start = next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
+            if start >= page.len() {
+                return done;
+            }
+            let end = (start + VERIFY_CLAIM).min(page.len());
+            let run: Vec<Checked> = (start..end)
+                .map(|i| decode_and_verify(page.get(i), Some(membership)))
+                .collect();
+            done.push((start, run));
+        }
+    };
+    let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut runs = work();
+        for helper in helpers {
+            runs.extend(helper.join().unwrap_or_default());
+        }
+        runs
+    });
+    runs.sort_unstable_by_key(|(start, _)| *start);
+    runs.into_iter().map(|(_, run)| run).collect()
 }
 
 /// A page's entries being written and fsync'd on a blocking thread.
@@ -1419,7 +1565,9 @@ struct PageJob {
     tip: ChainTip,
     membership: Membership,
     registrar: bool,
-    page: Vec<Vec<u8>>,
+    /// The page's entries decoded (and, off the registrar's chain, signature-checked), in
+    /// page order ([`decode_page`]).
+    checked: Vec<Vec<Checked>>,
     /// Entries checked and being written, not yet in the store: they follow the store's copy.
     unstored: Option<Arc<Batch>>,
     /// The latest entry time accepted (now + the allowed clock skew).
@@ -1445,64 +1593,16 @@ impl PageJob {
         self.store.entry(&self.chain, seq).ok().flatten()
     }
 
-    /// Decodes every entry and, off the registrar's chain (where membership is fixed for the
-    /// page), checks its authorisation and `verify_strict` signature on every core.
-    fn decode_all(&self) -> Vec<Checked> {
-        let verify = !self.registrar;
-        let page = &self.page;
-        let threads = std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .clamp(1, 8);
-        if page.len() < 2 * VERIFY_CLAIM || threads == 1 || !verify {
-            return page
-                .iter()
-                .map(|b| decode_and_verify(b, &self.membership, verify))
-                .collect();
-        }
-        // Threads claim small runs of entries in turn, so one slowed by other work on its
-        // core (the previous page's append, the download) does not hold the others up.
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let membership = &self.membership;
-        let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let start =
-                                next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
-                            if start >= page.len() {
-                                return done;
-                            }
-                            let end = (start + VERIFY_CLAIM).min(page.len());
-                            let run = page[start..end]
-                                .iter()
-                                .map(|b| decode_and_verify(b, membership, true))
-                                .collect();
-                            done.push((start, run));
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
-        });
-        runs.sort_unstable_by_key(|(start, _)| *start);
-        runs.into_iter().flat_map(|(_, run)| run).collect()
-    }
-
-    /// Checks the page against the tip: decoding and signatures first (see
-    /// [`PageJob::decode_all`]), then sequentially chain links, time and, for the registrar's
-    /// chain, authorisation against the membership as it grows.
+    /// Checks the decoded page against the tip ([`decode_page`] did the decoding and, off the
+    /// registrar's chain, the signatures), in order: chain links, time and, for the registrar's
+    /// chain, authorisation and signatures against the membership as it grows.
     fn run(mut self) -> Verdict {
-        let checked = self.decode_all();
+        let checked = std::mem::take(&mut self.checked);
         let chain = self.chain.clone();
         let registrar = self.registrar;
-        let mut accepted = Vec::new();
+        let mut accepted = Vec::with_capacity(checked.iter().map(Vec::len).sum());
         let stop = 'page: {
-            for (index, result) in checked.into_iter().enumerate() {
+            for (index, result) in checked.into_iter().flatten().enumerate() {
                 let entry = match result {
                     Ok(entry) => entry,
                     Err(rejected) => {
@@ -1594,6 +1694,14 @@ impl PageJob {
 
 /// Decodes `GET /entries`: a definite-length CBOR array of byte strings.
 pub fn decode_byte_strings(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    Ok(byte_string_ranges(bytes)?
+        .into_iter()
+        .map(|range| bytes[range].to_vec())
+        .collect())
+}
+
+/// Where each byte string of a `GET /entries` body lies in it (see [`decode_byte_strings`]).
+fn byte_string_ranges(bytes: &[u8]) -> Result<Vec<std::ops::Range<usize>>, String> {
     let mut pos = 0usize;
     let (major, count) = read_head(bytes, &mut pos)?;
     if major != 4 {
@@ -1616,7 +1724,7 @@ pub fn decode_byte_strings(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
             .checked_add(len)
             .filter(|&end| end <= bytes.len())
             .ok_or_else(|| format!("item {i}: truncated"))?;
-        out.push(bytes[pos..end].to_vec());
+        out.push(pos..end);
         pos = end;
     }
     if pos != bytes.len() {

@@ -1135,3 +1135,147 @@ fn every_anchor_is_indexed_newest_first_and_rebuilt() {
         all
     );
 }
+
+#[test]
+fn anchors_waiting_for_their_chain_are_grouped_marked_and_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut producer = Writer::new("acme-rm", 1);
+    let mut lab = Writer::new("lab-01", 2);
+    let named = producer.chain.clone();
+    let anchor_of = |lab: &mut Writer, size: u64| {
+        lab.next(Record::Anchor(Anchor {
+            root: TreeHash([size as u8; 32]),
+            size,
+            chain: named.clone(),
+        }))
+    };
+    // Two runs of anchors naming more of the producer's chain than the store holds (none).
+    store
+        .append(&batch((1..=5).map(|s| anchor_of(&mut lab, s)).collect()))
+        .unwrap();
+    store
+        .append(&batch((6..=8).map(|s| anchor_of(&mut lab, s)).collect()))
+        .unwrap();
+    let sizes = |anchors: Vec<rmledger_node::storage::AnchorRef>| {
+        let mut sizes: Vec<u64> = anchors.iter().map(|a| a.size).collect();
+        sizes.sort_unstable();
+        sizes
+    };
+    let chain = producer.chain.clone();
+    assert_eq!(
+        sizes(store.unchecked_anchors(&chain, 3, 100).unwrap()),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        sizes(store.unchecked_anchors(&chain, u64::MAX, 100).unwrap()),
+        (1..=8).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.unchecked_anchors(&chain, u64::MAX, 2).unwrap().len(),
+        2
+    );
+    assert!(store.unchecked_anchors(&chain, 0, 100).unwrap().is_empty());
+    // Each waiting anchor carries its witness, seq and root.
+    let first = &store.unchecked_anchors(&chain, 1, 100).unwrap()[0];
+    assert_eq!(
+        (first.witness.as_str(), first.seq, first.root),
+        ("lab-01", 0, TreeHash([1; 32]))
+    );
+    // Marking some checked (across both groups) leaves the others waiting, across a restart.
+    let checked: Vec<_> = store
+        .unchecked_anchors(&chain, u64::MAX, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.size % 2 == 1)
+        .collect();
+    store.anchors_checked(&chain, &checked).unwrap();
+    assert_eq!(
+        sizes(store.unchecked_anchors(&chain, u64::MAX, 100).unwrap()),
+        vec![2, 4, 6, 8]
+    );
+    drop(store);
+    let store = Store::open(tmp.path(), small()).unwrap();
+    assert_eq!(
+        sizes(store.unchecked_anchors(&chain, u64::MAX, 100).unwrap()),
+        vec![2, 4, 6, 8]
+    );
+    assert_eq!(
+        sizes(store.unchecked_anchors(&chain, 5, 100).unwrap()),
+        vec![2, 4]
+    );
+    // Every anchor stays listed for bundles, newest first, whether waiting or checked.
+    let upto = store.anchors_upto(&chain, 6, 3).unwrap();
+    assert_eq!(
+        upto.iter().map(|a| a.size).collect::<Vec<_>>(),
+        vec![6, 5, 4]
+    );
+    // An anchor naming a size the store holds does not wait.
+    let held: Vec<Entry> = (0..10).map(|_| producer.anchor()).collect();
+    store.append(&batch(held)).unwrap();
+    store.append(&batch(vec![anchor_of(&mut lab, 10)])).unwrap();
+    assert_eq!(
+        sizes(store.unchecked_anchors(&chain, u64::MAX, 100).unwrap()),
+        vec![2, 4, 6, 8]
+    );
+    assert_eq!(store.anchors_upto(&chain, u64::MAX, 1).unwrap()[0].size, 10);
+    // A rebuilt index makes the same decisions from the log; marks are not in the log, so
+    // the anchors that waited wait again (and are checked again).
+    drop(store);
+    fs::remove_dir_all(tmp.path().join("index")).unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    assert_eq!(
+        sizes(store.unchecked_anchors(&chain, u64::MAX, 100).unwrap()),
+        (1..=8).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn anchors_upto_reads_groups_reaching_past_the_size() {
+    // One run holding anchors on both sides of the size asked for: the smaller ones count.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path(), small()).unwrap();
+    let mut lab = Writer::new("lab-01", 2);
+    let mut other = Writer::new("other", 3);
+    let ghost = OrgId::new("ghost").unwrap();
+    let anchors = |w: &mut Writer, sizes: &[u64]| -> Vec<Entry> {
+        sizes
+            .iter()
+            .map(|&size| {
+                w.next(Record::Anchor(Anchor {
+                    root: TreeHash([size as u8; 32]),
+                    size,
+                    chain: ghost.clone(),
+                }))
+            })
+            .collect()
+    };
+    store
+        .append(&batch(anchors(&mut lab, &[3, 9, 20])))
+        .unwrap();
+    store.append(&batch(anchors(&mut other, &[4, 8]))).unwrap();
+    store.append(&batch(anchors(&mut lab, &[1, 2]))).unwrap();
+    let listed = |upto, limit| -> Vec<(u64, String)> {
+        store
+            .anchors_upto(&ghost, upto, limit)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.size, a.witness.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        listed(10, 3),
+        vec![
+            (9, "lab-01".to_owned()),
+            (8, "other".to_owned()),
+            (4, "other".to_owned())
+        ]
+    );
+    assert_eq!(
+        listed(2, 10),
+        vec![(2, "lab-01".to_owned()), (1, "lab-01".to_owned())]
+    );
+    assert_eq!(listed(u64::MAX, 1), vec![(20, "lab-01".to_owned())]);
+    assert_eq!(listed(u64::MAX, usize::MAX).len(), 7);
+    assert!(listed(0, 10).is_empty());
+}

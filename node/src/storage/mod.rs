@@ -55,15 +55,23 @@
 //! | `c cert` | `chain 0 seq` of the `BatchRegistered` entry |
 //! | `r code 0 batch 0 cert` | empty: certificates by catalogue code and batch |
 //! | `e cert chain 0 seq` | empty: every entry about a certificate, its registration included |
-//! | `a chain 0 size u64 witness 0 seq` | 32-byte root: an `Anchor` of (chain, size) at (witness, seq) waiting to be checked |
-//! | `w chain 0 size u64 witness 0 seq` | 32-byte root: every `Anchor` of (chain, size) at (witness, seq), for bundles ([`Store::anchors_upto`]) |
+//! | `a chain 0 size u64 witness 0 seq` | the anchors of (chain) at witness waiting to be checked, from one run of the index: 48 bytes each (size u64, seq u64, root), by size; keyed by the smallest |
+//! | `w chain 0 size u64 witness 0 seq` | every anchor of (chain) at witness, from one run of the index, in the same form; keyed by the largest, for bundles ([`Store::anchors_upto`]) |
 //!
-//! An `Anchor` entry naming more of a chain than the log holds at that point gets an `a` key
-//! when it is indexed (a replay or a rebuild makes the same decision, so the keys come back);
-//! replication removes the key once the chain has caught up and it has compared the anchor
-//! with its copy ([`Store::anchor_checked`]). So anchors waiting for their chain survive a
-//! restart; a removal lost in a crash only means the anchor is checked again. Anchors naming
-//! a size already held are checked by replication when they are stored.
+//! Anchors are indexed in groups: one `w` key (and one `a` key if any of them waits) per
+//! chain named, witness and run of the index (an append, or a chunk of a replay), not one per
+//! anchor. A sled key costs ~10 µs of CPU, and a witness's chain can be mostly anchors (an
+//! institute anchors every chain every few minutes), so a key per anchor was the largest cost
+//! of replicating such a chain after the signature check. The group's key names the record
+//! that bounds it (its smallest size for `a`, so a range up to a size finds every group with an
+//! anchor at or below it; its largest for `w`, so the newest anchors are read first).
+//!
+//! An `Anchor` entry naming more of a chain than the log holds at that point also goes to an
+//! `a` group when it is indexed (a replay or a rebuild makes the same decision, so the groups
+//! come back); replication removes it from its group once the chain has caught up and it has
+//! compared the anchor with its copy ([`Store::anchors_checked`]). So anchors waiting for
+//! their chain survive a restart; a removal lost in a crash only means the anchor is checked
+//! again. Anchors naming a size already held are checked by replication when they are stored.
 //!
 //! The newest checkpoint of a chain is the one with the largest `(size, time)`; on a tie the
 //! later one in the log wins.
@@ -136,7 +144,7 @@ use rmledger_schema::rmcode::RmCode;
 mod positions;
 
 /// Version of the index layout; an index with another version is rebuilt.
-pub const INDEX_VERSION: u8 = 5;
+pub const INDEX_VERSION: u8 = 6;
 
 /// sled's directory inside `<dir>/index`.
 const SLED_DIR: &str = "sled";
@@ -159,6 +167,10 @@ pub const MAGIC_ENTRY: u8 = 0xE1;
 pub const MAGIC_CHECKPOINT: u8 = 0xC1;
 /// Frame header: magic, length, BLAKE3 hash.
 pub const FRAME_HEADER: usize = 1 + 4 + 32;
+
+/// How many anchor groups past the size asked for [`Store::anchors_upto`] reads for anchors
+/// within it.
+const STRADDLING_GROUPS: usize = 64;
 
 /// Records indexed per sled batch while replaying the log.
 const REPLAY_CHUNK: usize = 4096;
@@ -387,6 +399,8 @@ pub struct Store {
     writer: Mutex<Writer>,
     chains: Mutex<HashMap<OrgId, ChainMeta>>,
     poisoned: AtomicBool,
+    /// Held while waiting-anchor groups are rewritten ([`Store::anchors_checked`]).
+    anchor_marks: Mutex<()>,
     /// The exclusive lock on `<dir>/LOCK`, held for the store's lifetime: two processes writing
     /// one directory would fork the chain (sled's own lock does not stop a second process).
     _lock: File,
@@ -451,35 +465,114 @@ fn decode_chain_seq(v: &[u8]) -> Result<(OrgId, u64), StorageError> {
     Ok((chain, seq))
 }
 
-/// `a chain 0 size witness 0 seq` (or with another prefix).
-fn anchor_key(chain: &OrgId, size: u64, witness: &OrgId, seq: u64) -> Vec<u8> {
-    prefixed_anchor_key(P_ANCHOR, chain, size, witness, seq)
-}
-
-fn prefixed_anchor_key(prefix: u8, chain: &OrgId, size: u64, witness: &OrgId, seq: u64) -> Vec<u8> {
+/// `prefix chain 0 size witness 0 seq`: an anchor group's key (`size` and `seq` of the record
+/// that bounds the group: its smallest for `a`, its largest for `w`).
+fn anchor_group_key(prefix: u8, chain: &OrgId, size: u64, witness: &OrgId, seq: u64) -> Vec<u8> {
     let mut k = chain_key(prefix, chain);
     k.extend_from_slice(&size.to_be_bytes());
     k.extend_from_slice(&chain_seq(witness, seq));
     k
 }
 
-/// An anchor index key after its `prefix chain 0` (`size witness 0 seq`) and its root value.
-fn decode_anchor(chain: &OrgId, rest: &[u8], value: &[u8]) -> Result<AnchorRef, StorageError> {
-    let bad = || StorageError::Inconsistent(format!("index holds a bad anchor key: {rest:02x?}"));
-    let size = rest
+/// Bytes of one anchor in a group's value: size u64, seq u64 (big-endian), root.
+const ANCHOR_RECORD: usize = 8 + 8 + 32;
+
+/// One anchor of a group: the size and root it names, and its seq on the witness's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupedAnchor {
+    size: u64,
+    seq: u64,
+    root: [u8; 32],
+}
+
+/// Writes a group (sorted by size, then seq) under its key: the smallest record bounds an `a`
+/// group, the largest a `w` group.
+fn insert_anchor_group(
+    batch: &mut sled::Batch,
+    prefix: u8,
+    chain: &OrgId,
+    witness: &OrgId,
+    records: &mut [GroupedAnchor],
+) {
+    records.sort_unstable();
+    let bound = if prefix == P_WITNESSED {
+        records.last()
+    } else {
+        records.first()
+    };
+    let Some(bound) = bound else {
+        return;
+    };
+    let key = anchor_group_key(prefix, chain, bound.size, witness, bound.seq);
+    let mut value = Vec::with_capacity(records.len() * ANCHOR_RECORD);
+    for r in records.iter() {
+        value.extend_from_slice(&r.size.to_be_bytes());
+        value.extend_from_slice(&r.seq.to_be_bytes());
+        value.extend_from_slice(&r.root);
+    }
+    batch.insert(key, value);
+}
+
+/// An anchor group read back: its bound size (from the key), witness, and records.
+struct AnchorGroup {
+    bound: u64,
+    witness: OrgId,
+    records: Vec<GroupedAnchor>,
+}
+
+/// Decodes an anchor group from its key after `prefix chain 0` and its value.
+fn decode_anchor_group(rest: &[u8], value: &[u8]) -> Result<AnchorGroup, StorageError> {
+    let bad = || StorageError::Inconsistent(format!("index holds a bad anchor group: {rest:02x?}"));
+    let bound = rest
         .get(..8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
         .ok_or_else(bad)?;
-    let (witness, seq) = decode_chain_seq(&rest[8..])?;
-    let root = <[u8; 32]>::try_from(value).map_err(|_| bad())?;
-    Ok(AnchorRef {
-        chain: chain.clone(),
-        size,
-        root: TreeHash(root),
+    let (witness, _) = decode_chain_seq(&rest[8..])?;
+    if value.is_empty() || !value.len().is_multiple_of(ANCHOR_RECORD) {
+        return Err(bad());
+    }
+    let records = value
+        .chunks_exact(ANCHOR_RECORD)
+        .map(|r| {
+            let mut root = [0u8; 32];
+            root.copy_from_slice(&r[16..]);
+            GroupedAnchor {
+                size: u64::from_be_bytes(r[..8].try_into().unwrap_or_default()),
+                seq: u64::from_be_bytes(r[8..16].try_into().unwrap_or_default()),
+                root,
+            }
+        })
+        .collect();
+    Ok(AnchorGroup {
+        bound,
         witness,
-        seq,
+        records,
     })
+}
+
+impl AnchorGroup {
+    fn anchor(&self, chain: &OrgId, r: &GroupedAnchor) -> AnchorRef {
+        AnchorRef {
+            chain: chain.clone(),
+            size: r.size,
+            root: TreeHash(r.root),
+            witness: self.witness.clone(),
+            seq: r.seq,
+        }
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    end
 }
 
 fn code_prefix(code: &str) -> Vec<u8> {
@@ -892,8 +985,18 @@ struct Indexer<'a> {
     dirty: Vec<OrgId>,
     /// Newest checkpoint (size, time) per chain decided in this run.
     checkpoints: HashMap<OrgId, (u64, u64)>,
+    /// This run's anchors by (chain named, witness), written as one group each at commit.
+    anchors: Vec<RunAnchors>,
     batch: sled::Batch,
     records: usize,
+}
+
+/// The anchors of one run naming one chain from one witness, each with whether it waits (names
+/// more of the chain than the log holds at that point).
+struct RunAnchors {
+    chain: OrgId,
+    witness: OrgId,
+    records: Vec<(GroupedAnchor, bool)>,
 }
 
 /// Consecutive position records of one chain waiting for [`Indexer::commit`].
@@ -917,6 +1020,7 @@ impl<'a> Indexer<'a> {
             chains,
             dirty: Vec::new(),
             checkpoints: HashMap::new(),
+            anchors: Vec::new(),
             batch: sled::Batch::default(),
             records: 0,
         }
@@ -993,21 +1097,29 @@ impl<'a> Indexer<'a> {
             k.extend_from_slice(id.as_bytes());
             self.batch.insert(k, EMPTY);
         }
-        // An anchor naming more of a chain than is held at this point of the log waits in the
-        // index for that chain to catch up. The decision depends only on the log before it, so
-        // a replay or rebuild makes the same one.
+        // Every anchor goes to the `w` group of its (chain, witness) for the bundles; one naming
+        // more of a chain than is held at this point of the log also waits in the `a` group for
+        // that chain to catch up. The decision depends only on the log before it, so a replay or
+        // rebuild makes the same one.
         if let Record::Anchor(anchor) = entry.record() {
-            if anchor.size > self.chains.get(&anchor.chain).map_or(0, ChainMeta::size) {
-                self.batch.insert(
-                    anchor_key(&anchor.chain, anchor.size, chain, seq),
-                    &anchor.root.0[..],
-                );
+            let waiting = anchor.size > self.chains.get(&anchor.chain).map_or(0, ChainMeta::size);
+            let record = GroupedAnchor {
+                size: anchor.size,
+                seq,
+                root: anchor.root.0,
+            };
+            match self
+                .anchors
+                .iter_mut()
+                .find(|g| g.chain == anchor.chain && g.witness == *chain)
+            {
+                Some(group) => group.records.push((record, waiting)),
+                None => self.anchors.push(RunAnchors {
+                    chain: anchor.chain.clone(),
+                    witness: chain.clone(),
+                    records: vec![(record, waiting)],
+                }),
             }
-            // Every anchor, for the bundles that carry the newest one of each chain.
-            self.batch.insert(
-                prefixed_anchor_key(P_WITNESSED, &anchor.chain, anchor.size, chain, seq),
-                &anchor.root.0[..],
-            );
         }
         // A registration that supersedes another certificate is part of that one's life too.
         for cert in entry.certificates() {
@@ -1062,6 +1174,31 @@ impl<'a> Indexer<'a> {
             v.extend_from_slice(meta.head.map(|h| h.0).unwrap_or_default().as_slice());
             self.batch.insert(chain_key(P_META, &chain), v);
             touched.push((chain, meta.clone()));
+        }
+        // One key per (chain named, witness) and run instead of one per anchor: a sled key costs
+        // ~10 µs of CPU, and a witness's chain can be mostly anchors.
+        for group in self.anchors.drain(..) {
+            let mut waiting: Vec<GroupedAnchor> = group
+                .records
+                .iter()
+                .filter(|(_, waiting)| *waiting)
+                .map(|(r, _)| *r)
+                .collect();
+            insert_anchor_group(
+                &mut self.batch,
+                P_ANCHOR,
+                &group.chain,
+                &group.witness,
+                &mut waiting,
+            );
+            let mut all: Vec<GroupedAnchor> = group.records.iter().map(|(r, _)| *r).collect();
+            insert_anchor_group(
+                &mut self.batch,
+                P_WITNESSED,
+                &group.chain,
+                &group.witness,
+                &mut all,
+            );
         }
         self.batch
             .insert(KEY_APPLIED, &encode_applied(applied.0, applied.1)[..]);
@@ -1447,6 +1584,7 @@ impl Store {
             }),
             chains: Mutex::new(chains),
             poisoned: AtomicBool::new(false),
+            anchor_marks: Mutex::new(()),
             _lock: lock,
         };
         tracing::info!(
@@ -1852,9 +1990,9 @@ impl Store {
             .map_err(proof_error)
     }
 
-    /// The anchor keys under `tag` (`a` waiting, `w` witnessed) naming `chain` at a size of at
-    /// most `upto`, in size order, and their common prefix.
-    fn anchor_keys(&self, tag: u8, chain: &OrgId, upto: u64) -> (Vec<u8>, sled::Iter) {
+    /// The anchor groups under `tag` (`a` waiting, `w` witnessed) of `chain` whose bound size is
+    /// at most `upto`, in bound order, and their common prefix.
+    fn anchor_groups(&self, tag: u8, chain: &OrgId, upto: u64) -> (Vec<u8>, sled::Iter) {
         let prefix = chain_key(tag, chain);
         let range = if upto == u64::MAX {
             self.index.scan_prefix(&prefix)
@@ -1867,51 +2005,137 @@ impl Store {
     }
 
     /// Up to `limit` anchors naming `chain` at a size of at most `upto` that are not yet marked
-    /// checked, smallest size first.
+    /// checked ([`Store::anchors_checked`]).
     pub fn unchecked_anchors(
         &self,
         chain: &OrgId,
         upto: u64,
         limit: usize,
     ) -> Result<Vec<AnchorRef>, StorageError> {
-        let (prefix, range) = self.anchor_keys(P_ANCHOR, chain, upto);
-        range
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item?;
-                decode_anchor(chain, key.get(prefix.len()..).unwrap_or_default(), &value)
-            })
-            .collect()
+        // `a` groups are keyed by their smallest size: those past `upto` hold nothing wanted.
+        let (prefix, range) = self.anchor_groups(P_ANCHOR, chain, upto);
+        let mut out = Vec::new();
+        for item in range {
+            let (key, value) = item?;
+            let group = decode_anchor_group(key.get(prefix.len()..).unwrap_or_default(), &value)?;
+            out.extend(
+                group
+                    .records
+                    .iter()
+                    .filter(|r| r.size <= upto)
+                    .map(|r| group.anchor(chain, r)),
+            );
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Marks anchors of `chain` checked: they are no longer returned by
+    /// [`Store::unchecked_anchors`]. Each group holding one is rewritten without it (under its
+    /// new smallest size) in one index batch.
+    pub fn anchors_checked(
+        &self,
+        chain: &OrgId,
+        checked: &[AnchorRef],
+    ) -> Result<(), StorageError> {
+        let Some(upto) = checked.iter().map(|a| a.size).max() else {
+            return Ok(());
+        };
+        let done: std::collections::HashSet<(u64, &OrgId, u64)> = checked
+            .iter()
+            .filter(|a| &a.chain == chain)
+            .map(|a| (a.size, &a.witness, a.seq))
+            .collect();
+        // Read-modify-write of groups: one marker at a time, so two cannot resurrect each
+        // other's removals (which would only mean checking an anchor again).
+        let _marking = lock(&self.anchor_marks);
+        let (prefix, range) = self.anchor_groups(P_ANCHOR, chain, upto);
+        let mut batch = sled::Batch::default();
+        for item in range {
+            let (key, value) = item?;
+            let group = decode_anchor_group(key.get(prefix.len()..).unwrap_or_default(), &value)?;
+            let mut kept: Vec<GroupedAnchor> = group
+                .records
+                .iter()
+                .filter(|r| !done.contains(&(r.size, &group.witness, r.seq)))
+                .copied()
+                .collect();
+            if kept.len() == group.records.len() {
+                continue;
+            }
+            batch.remove(key);
+            insert_anchor_group(&mut batch, P_ANCHOR, chain, &group.witness, &mut kept);
+        }
+        self.index.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Up to `limit` anchors (from any witness's chain) naming `chain` at a size of at most
-    /// `upto`, largest size first. One index range read: bounded work whatever the log holds.
+    /// `upto`, largest size first (then witness and seq, descending).
+    ///
+    /// `w` groups are keyed by their largest size. Those at most `upto` are read largest first
+    /// until `limit` anchors are held that beat anything a further group can hold; of the groups
+    /// past `upto`, which may still hold smaller anchors, the first [`STRADDLING_GROUPS`] are
+    /// read (a witness's anchors of a chain grow with the chain, so a group reaching past
+    /// `upto` is one of the first there). Bounded work whatever the log holds.
     pub fn anchors_upto(
         &self,
         chain: &OrgId,
         upto: u64,
         limit: usize,
     ) -> Result<Vec<AnchorRef>, StorageError> {
-        let (prefix, range) = self.anchor_keys(P_WITNESSED, chain, upto);
-        range
-            .rev()
-            .take(limit)
-            .map(|item| {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (prefix, below) = self.anchor_groups(P_WITNESSED, chain, upto);
+        let mut found: Vec<AnchorRef> = Vec::new();
+        let take = |key: &[u8], value: &[u8], found: &mut Vec<AnchorRef>| {
+            let group = decode_anchor_group(key.get(prefix.len()..).unwrap_or_default(), value)?;
+            found.extend(
+                group
+                    .records
+                    .iter()
+                    .filter(|r| r.size <= upto)
+                    .map(|r| group.anchor(chain, r)),
+            );
+            Ok::<u64, StorageError>(group.bound)
+        };
+        if upto < u64::MAX {
+            let mut start = prefix.clone();
+            start.extend_from_slice(&(upto + 1).to_be_bytes());
+            for item in self
+                .index
+                .range(start..prefix_end(&prefix))
+                .take(STRADDLING_GROUPS)
+            {
                 let (key, value) = item?;
-                decode_anchor(chain, key.get(prefix.len()..).unwrap_or_default(), &value)
-            })
-            .collect()
-    }
-
-    /// Marks an anchor checked: it is no longer returned by [`Store::unchecked_anchors`].
-    pub fn anchor_checked(&self, anchor: &AnchorRef) -> Result<(), StorageError> {
-        self.index.remove(anchor_key(
-            &anchor.chain,
-            anchor.size,
-            &anchor.witness,
-            anchor.seq,
-        ))?;
-        Ok(())
+                take(&key, &value, &mut found)?;
+            }
+        }
+        let newest_first = |a: &AnchorRef, b: &AnchorRef| {
+            (b.size, &b.witness, b.seq).cmp(&(a.size, &a.witness, a.seq))
+        };
+        for item in below.rev() {
+            let (key, value) = item?;
+            if found.len() >= limit {
+                found.sort_unstable_by(newest_first);
+                found.truncate(limit);
+                let bound = key
+                    .get(prefix.len()..prefix.len() + 8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(u64::MAX, u64::from_be_bytes);
+                if found[limit - 1].size > bound {
+                    break;
+                }
+            }
+            take(&key, &value, &mut found)?;
+        }
+        found.sort_unstable_by(newest_first);
+        found.truncate(limit);
+        Ok(found)
     }
 
     /// `PATH(index, D[size])` of RFC 9162 §2.1.3.1.
