@@ -110,7 +110,7 @@ impl Writer {
         metrics: Arc<Metrics>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(run(rx, ledger, key, metrics));
+        let task = tokio::spawn(run(rx, ledger, Arc::new(key), metrics));
         (Self { tx }, task)
     }
 
@@ -160,13 +160,14 @@ impl Writer {
 async fn run(
     mut rx: mpsc::Receiver<Request>,
     ledger: Arc<Ledger>,
-    key: SigningKey,
+    key: Arc<SigningKey>,
     metrics: Arc<Metrics>,
 ) {
     // Two-stage pipeline. Checking and signing a batch is CPU work; writing it is mostly
     // waiting for the fsync. So while batch k is being written (on a blocking thread), batch
-    // k+1 is checked and signed here against the state batch k leaves behind ([`Carry`]). Batch
-    // k+1 is handed to the store only after batch k is durable and answered, so the chain is
+    // k+1 is checked and signed (on another) against the state batch k leaves behind
+    // ([`Carry`]); batch k is answered as soon as it is durable, even while k+1 is being
+    // signed. Batch k+1 is handed to the store only after batch k is durable, so the chain is
     // written strictly in order, every 201 still follows its own fsync, and if batch k fails
     // batch k+1 is refused without a byte of it written.
     let mut in_flight: Option<InFlight> = None;
@@ -205,16 +206,36 @@ async fn run(
         let carry = in_flight
             .as_mut()
             .map(|flight| std::mem::take(&mut flight.carry));
-        let prepared = prepare(&ledger, &key, requests, carry);
-        // The previous batch must be durable before this one is written.
-        let previous_ok = match in_flight.take() {
-            Some(flight) => {
-                let joined = flight.task.await;
-                finish(&ledger, &metrics, flight.started, flight.waiting, joined)
-            }
-            None => true,
+        // Checking and signing run on a blocking thread, so the in-flight batch is answered the
+        // moment it is durable rather than when this batch is signed, and the async workers
+        // stay free for requests.
+        let mut preparing = {
+            let (ledger, key) = (ledger.clone(), key.clone());
+            tokio::task::spawn_blocking(move || prepare(&ledger, &key, requests, carry))
         };
-        let Some(prepared) = prepared else { continue };
+        let mut previous_ok = true;
+        let prepared = loop {
+            let Some(flight) = in_flight.as_mut() else {
+                break (&mut preparing).await;
+            };
+            tokio::select! {
+                joined = &mut flight.task => {
+                    let flight = in_flight.take().expect("polled above");
+                    previous_ok = finish(&ledger, &metrics, flight.started, flight.waiting, joined);
+                }
+                prepared = &mut preparing => break prepared,
+            }
+        };
+        // The previous batch must be durable before this one is written.
+        if let Some(flight) = in_flight.take() {
+            let joined = flight.task.await;
+            previous_ok = finish(&ledger, &metrics, flight.started, flight.waiting, joined);
+        }
+        // A panic while preparing drops the requests' reply senders: their writers are told
+        // the writer stopped, and nothing of the batch was written.
+        let Ok(Some(prepared)) = prepared else {
+            continue;
+        };
         if !previous_ok {
             // The store refuses writes after a failed append; say why, write nothing.
             for (reply, _) in prepared.waiting {
