@@ -92,6 +92,8 @@ type Reply = oneshot::Sender<Result<Vec<Appended>, Refused>>;
 struct Request {
     operator: String,
     records: Vec<Record>,
+    /// Submitted as a batch: a refused record is named by its index (even in a batch of one).
+    batch: bool,
     reply: Reply,
 }
 
@@ -117,7 +119,7 @@ impl Writer {
     /// Validates, signs and durably appends `record` on behalf of `operator`.
     pub async fn submit(&self, operator: String, record: Record) -> Result<Appended, WriteError> {
         let mut appended = self
-            .submit_all(operator, vec![record])
+            .enqueue(operator, vec![record], false)
             .await
             .map_err(|refused| refused.error)?;
         Ok(appended.remove(0))
@@ -131,13 +133,23 @@ impl Writer {
         operator: String,
         records: Vec<Record>,
     ) -> Result<Vec<Appended>, Refused> {
+        self.enqueue(operator, records, true).await
+    }
+
+    async fn enqueue(
+        &self,
+        operator: String,
+        records: Vec<Record>,
+        batch: bool,
+    ) -> Result<Vec<Appended>, Refused> {
+        let at = |index: usize| batch.then_some(index);
         if records.is_empty() || records.len() > MAX_BATCH_RECORDS {
             return Err(Refused::whole(WriteError::BatchSize(records.len())));
         }
         // Static rules need no state: refuse early, outside the writer.
         for (index, record) in records.iter().enumerate() {
             record.validate().map_err(|e| Refused {
-                index: Some(index),
+                index: at(index),
                 error: WriteError::Invalid(e),
             })?;
         }
@@ -146,6 +158,7 @@ impl Writer {
             .try_send(Request {
                 operator,
                 records,
+                batch,
                 reply,
             })
             .map_err(|_| {
@@ -461,6 +474,7 @@ fn prepare(
         let Request {
             operator,
             records,
+            batch,
             reply,
         } = request;
         // A request of several records is all or nothing: remember where it started so a
@@ -493,7 +507,7 @@ fn prepare(
                 Ok(entry) => entry,
                 Err(error) => {
                     refused = Some(Refused {
-                        index: several.then_some(index),
+                        index: batch.then_some(index),
                         error,
                     });
                     break;

@@ -687,6 +687,12 @@ async fn batch_writes_are_all_or_none() {
     )
     .await;
     assert_eq!(error.index, Some(0), "{error:?}");
+    // A batch of one is still named by index; the same record alone is not.
+    let unknown = records::suspend(EntryId([7; 32]), "check");
+    let error = batch_refused(api, std::slice::from_ref(&unknown), 404, "not_found").await;
+    assert_eq!(error.index, Some(0), "{error:?}");
+    let error = refused(api, &unknown, 404, "not_found").await;
+    assert_eq!(error.index, None, "{error:?}");
 
     // A state change undone with its batch: the certificate is not left suspended.
     let error = batch_refused(
