@@ -243,37 +243,18 @@ impl Client {
 
     /// `POST /v1/records`: submits a record; the node validates, signs and appends it durably.
     pub async fn post_record(&self, record: &Record) -> Result<Appended, Error> {
-        let url = self.url("/v1/records", &[]);
-        let name = url.to_string();
-        let body = serde_json::to_vec(record)
-            .map_err(|e| Error::Usage(format!("cannot encode the record: {e}")))?;
-        let answer = self
-            .send(Method::POST, url, Some(body), MAX_JSON_BYTES)
-            .await?;
-        serde_json::from_slice(&answer).map_err(|e| Error::BadResponse {
-            url: name,
-            detail: format!("not the expected JSON: {e}"),
-        })
+        Ok(self.post_json("/v1/records", record, "record").await?.0)
     }
 
     /// `POST /v1/records/batch`: submits up to 1000 records, appended as consecutive entries,
     /// all or none. A refusal names the record (`Error::Api { index, .. }`).
     pub async fn post_records(&self, records: &[Record]) -> Result<Vec<Appended>, Error> {
-        let url = self.url("/v1/records/batch", &[]);
-        let name = url.to_string();
-        let body = serde_json::to_vec(records)
-            .map_err(|e| Error::Usage(format!("cannot encode the records: {e}")))?;
-        let answer = self
-            .send(Method::POST, url, Some(body), MAX_JSON_BYTES)
+        let (appended, url): (Vec<Appended>, _) = self
+            .post_json("/v1/records/batch", records, "records")
             .await?;
-        let appended: Vec<Appended> =
-            serde_json::from_slice(&answer).map_err(|e| Error::BadResponse {
-                url: name.clone(),
-                detail: format!("not the expected JSON: {e}"),
-            })?;
         if appended.len() != records.len() {
             return Err(Error::BadResponse {
-                url: name,
+                url,
                 detail: format!(
                     "{} records sent, {} acknowledged",
                     records.len(),
@@ -282,6 +263,27 @@ impl Client {
             });
         }
         Ok(appended)
+    }
+
+    /// POSTs `body` as JSON to `path` and reads the JSON answer; returns it with the URL.
+    async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        what: &str,
+    ) -> Result<(T, String), Error> {
+        let url = self.url(path, &[]);
+        let name = url.to_string();
+        let body = serde_json::to_vec(body)
+            .map_err(|e| Error::Usage(format!("cannot encode the {what}: {e}")))?;
+        let answer = self
+            .send(Method::POST, url, Some(body), MAX_JSON_BYTES)
+            .await?;
+        let value = serde_json::from_slice(&answer).map_err(|e| Error::BadResponse {
+            url: name.clone(),
+            detail: format!("not the expected JSON: {e}"),
+        })?;
+        Ok((value, name))
     }
 
     // -----------------------------------------------------------------------------------------

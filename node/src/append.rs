@@ -478,12 +478,12 @@ fn prepare(
             reply,
         } = request;
         // A request of several records is all or nothing: remember where it started so a
-        // refusal part-way can undo the records before it.
-        let start = (frontier.clone(), head, last_time, entries.len());
-        let several = records.len() > 1;
-        if several {
+        // refusal part-way can undo the records before it. A single record refused changed
+        // nothing, so it needs no savepoint.
+        let start = (records.len() > 1).then(|| {
             pending.begin();
-        }
+            (frontier.clone(), head, last_time, entries.len())
+        });
         let mut appended = Vec::with_capacity(records.len());
         let mut refused = None;
         for (index, record) in records.into_iter().enumerate() {
@@ -533,9 +533,11 @@ fn prepare(
                 waiting.push((reply, appended));
             }
             Some(refused) => {
-                (frontier, head, last_time) = (start.0, start.1, start.2);
-                entries.truncate(start.3);
-                pending.rollback();
+                if let Some((before, tip, time, len)) = start {
+                    (frontier, head, last_time) = (before, tip, time);
+                    entries.truncate(len);
+                    pending.rollback();
+                }
                 let _ = reply.send(Err(refused));
             }
         }

@@ -552,6 +552,18 @@ fn decode_anchor_group(rest: &[u8], value: &[u8]) -> Result<AnchorGroup, Storage
 }
 
 impl AnchorGroup {
+    /// The group's anchors of `chain` at sizes up to `upto`.
+    fn anchors_upto<'a>(
+        &'a self,
+        chain: &'a OrgId,
+        upto: u64,
+    ) -> impl Iterator<Item = AnchorRef> + 'a {
+        self.records
+            .iter()
+            .filter(move |r| r.size <= upto)
+            .map(move |r| self.anchor(chain, r))
+    }
+
     fn anchor(&self, chain: &OrgId, r: &GroupedAnchor) -> AnchorRef {
         AnchorRef {
             chain: chain.clone(),
@@ -2018,13 +2030,7 @@ impl Store {
         for item in range {
             let (key, value) = item?;
             let group = decode_anchor_group(key.get(prefix.len()..).unwrap_or_default(), &value)?;
-            out.extend(
-                group
-                    .records
-                    .iter()
-                    .filter(|r| r.size <= upto)
-                    .map(|r| group.anchor(chain, r)),
-            );
+            out.extend(group.anchors_upto(chain, upto));
             if out.len() >= limit {
                 break;
             }
@@ -2094,13 +2100,7 @@ impl Store {
         let mut found: Vec<AnchorRef> = Vec::new();
         let take = |key: &[u8], value: &[u8], found: &mut Vec<AnchorRef>| {
             let group = decode_anchor_group(key.get(prefix.len()..).unwrap_or_default(), value)?;
-            found.extend(
-                group
-                    .records
-                    .iter()
-                    .filter(|r| r.size <= upto)
-                    .map(|r| group.anchor(chain, r)),
-            );
+            found.extend(group.anchors_upto(chain, upto));
             Ok::<u64, StorageError>(group.bound)
         };
         if upto < u64::MAX {
