@@ -6,6 +6,10 @@
 //! in the same batch, signs the accepted ones and a checkpoint over the new tree, and appends
 //! them all with one fsync. Only then does any request get its answer, so an acknowledged write
 //! survives a crash, and concurrent writers share one flush.
+//!
+//! Checking is in order; signing is not. An entry's id names the bytes its signature covers,
+//! not the signature, so each entry links to the one before as soon as it is built, and the
+//! batch's signatures are made on every core once all of it is checked ([`sign_all`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use std::time::Instant;
 
 use ed25519_dalek::SigningKey;
 use rmledger_schema::checkpoint::{Checkpoint, CheckpointBody};
-use rmledger_schema::entry::{Entry, Payload, VERSION};
+use rmledger_schema::entry::{Entry, Payload, Recorded, Unsigned, VERSION};
 use rmledger_schema::federation::{FederationError, Membership};
 use rmledger_schema::ids::{CertificateId, EntryId, OrgId, TreeHash};
 use rmledger_schema::lifecycle::{self, CertificateState, RuleError, RuleKind};
@@ -468,7 +472,8 @@ fn prepare(
             (frontier, head, last_time, pending)
         }
     };
-    let mut entries = Vec::with_capacity(requests.len());
+    // Built and checked in order; signed together below.
+    let mut unsigned: Vec<Unsigned> = Vec::with_capacity(requests.len());
     let mut waiting = Vec::with_capacity(requests.len());
     for request in requests {
         let Request {
@@ -482,28 +487,29 @@ fn prepare(
         // nothing, so it needs no savepoint.
         let start = (records.len() > 1).then(|| {
             pending.begin();
-            (frontier.clone(), head, last_time, entries.len())
+            (head, last_time, unsigned.len())
         });
         let mut appended = Vec::with_capacity(records.len());
         let mut refused = None;
         for (index, record) in records.into_iter().enumerate() {
             // Time never goes backwards on a chain, even if the clock does.
             let time = now_unix_ms().max(last_time);
-            let signed = check(&mut pending, &org, time, &record).and_then(|()| {
+            let seq = frontier.size() + unsigned.len() as u64;
+            let built = check(&mut pending, &org, time, &record).and_then(|()| {
                 let payload = Payload {
                     version: VERSION,
                     operator: operator.clone(),
                     federation: ledger.genesis().id(),
                     record,
-                    seq: frontier.size(),
+                    seq,
                     prev: head,
                     time_unix_ms: time,
                     chain: org.clone(),
                 };
-                Entry::sign(key, payload)
-                    .map_err(|e| WriteError::Storage(format!("signing failed: {e}")))
+                Unsigned::new(key, payload)
+                    .map_err(|e| WriteError::Storage(format!("building the entry failed: {e}")))
             });
-            let entry = match signed {
+            let entry = match built {
                 Ok(entry) => entry,
                 Err(error) => {
                     refused = Some(Refused {
@@ -513,19 +519,15 @@ fn prepare(
                     break;
                 }
             };
-            if frontier.append::<Sha256>(entry.leaf_hash().0).is_err() {
-                refused = Some(Refused::whole(WriteError::Unavailable("the chain is full")));
-                break;
-            }
             apply(&mut pending, &entry, offset);
             head = Some(entry.id());
             last_time = time;
             appended.push(Appended {
                 id: entry.id(),
                 chain: org.clone(),
-                seq: entry.seq(),
+                seq,
             });
-            entries.push(entry);
+            unsigned.push(entry);
         }
         match refused {
             None => {
@@ -533,17 +535,28 @@ fn prepare(
                 waiting.push((reply, appended));
             }
             Some(refused) => {
-                if let Some((before, tip, time, len)) = start {
-                    (frontier, head, last_time) = (before, tip, time);
-                    entries.truncate(len);
+                if let Some((tip, time, len)) = start {
+                    (head, last_time) = (tip, time);
+                    unsigned.truncate(len);
                     pending.rollback();
                 }
                 let _ = reply.send(Err(refused));
             }
         }
     }
-    if entries.is_empty() {
+    if unsigned.is_empty() {
         return None;
+    }
+    let entries = sign_all(key, unsigned);
+    for entry in &entries {
+        if frontier.append::<Sha256>(entry.leaf_hash().0).is_err() {
+            for (reply, _) in waiting {
+                let _ = reply.send(Err(Refused::whole(WriteError::Unavailable(
+                    "the chain is full",
+                ))));
+            }
+            return None;
+        }
     }
     let certs = ledger.cert_maps().advance(ledger.store(), &entries);
     let body = certs.map(|certs| CheckpointBody {
@@ -593,6 +606,45 @@ fn prepare(
             certificates,
             registrations: registered,
         },
+    })
+}
+
+/// Below this many entries a batch is signed on the writer's thread alone: starting another
+/// thread costs more than the signatures it would take over.
+const PARALLEL_SIGNING_FROM: usize = 4;
+
+/// Signs a checked batch, in order of the chain, on up to every core: the entries are split
+/// into one contiguous run per thread. The ids and links were fixed when the entries were
+/// built, so the order of signing does not matter.
+fn sign_all(key: &SigningKey, unsigned: Vec<Unsigned>) -> Vec<Entry> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 || unsigned.len() < PARALLEL_SIGNING_FROM {
+        return unsigned.into_iter().map(|u| u.sign(key)).collect();
+    }
+    let threads = cores.min(unsigned.len() / 2);
+    let run = unsigned.len().div_ceil(threads);
+    let mut runs: Vec<Vec<Unsigned>> = Vec::with_capacity(threads);
+    let mut rest = unsigned;
+    while rest.len() > run {
+        let tail = rest.split_off(run);
+        runs.push(rest);
+        rest = tail;
+    }
+    runs.push(rest);
+    let sign_run = |run: Vec<Unsigned>| run.into_iter().map(|u| u.sign(key)).collect::<Vec<_>>();
+    std::thread::scope(|scope| {
+        let mut runs = runs.into_iter();
+        let first = runs.next().expect("at least one run");
+        let others: Vec<_> = runs.map(|run| scope.spawn(move || sign_run(run))).collect();
+        let mut entries = sign_run(first);
+        for other in others {
+            // Signing cannot fail; a panic on another thread is passed on as this thread's.
+            match other.join() {
+                Ok(signed) => entries.extend(signed),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        entries
     })
 }
 
@@ -763,8 +815,8 @@ fn check(
     }
 }
 
-/// Carries an accepted entry's effects into the batch's pending state.
-fn apply(pending: &mut Pending<'_>, entry: &Entry, offset: i32) {
+/// Carries an accepted entry's effects into the batch's pending state (before it is signed).
+fn apply(pending: &mut Pending<'_>, entry: &Unsigned, offset: i32) {
     let ledger = pending.ledger;
     if entry.chain() == ledger.genesis().registrar() {
         let mut membership = pending
@@ -819,4 +871,59 @@ pub fn now_unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmledger_schema::ids::FederationId;
+    use rmledger_schema::records::Anchor;
+
+    /// `n` entries of one chain, built and linked but not signed.
+    fn built(key: &SigningKey, n: u64) -> Vec<Unsigned> {
+        let org = OrgId::new("lab").unwrap();
+        let mut prev = None;
+        (0..n)
+            .map(|seq| {
+                let payload = Payload {
+                    version: VERSION,
+                    operator: "tester".into(),
+                    federation: FederationId([7; 32]),
+                    record: Record::Anchor(Anchor {
+                        root: TreeHash([seq as u8; 32]),
+                        size: seq,
+                        chain: OrgId::new("acme-rm").unwrap(),
+                    }),
+                    seq,
+                    prev,
+                    time_unix_ms: 1_700_000_000_000 + seq,
+                    chain: org.clone(),
+                };
+                let entry = Unsigned::new(key, payload).unwrap();
+                prev = Some(entry.id());
+                entry
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_signed_on_every_core_is_the_chain_signed_in_order() {
+        let key = SigningKey::from_bytes(&[9; 32]);
+        for n in [1, 3, 4, 5, 17, 100] {
+            let unsigned = built(&key, n);
+            let ids: Vec<EntryId> = unsigned.iter().map(|u| u.id()).collect();
+            let in_order: Vec<Entry> = unsigned.iter().cloned().map(|u| u.sign(&key)).collect();
+            let signed = sign_all(&key, unsigned);
+            assert_eq!(signed, in_order, "{n} entries");
+            assert_eq!(signed.iter().map(Entry::id).collect::<Vec<_>>(), ids);
+            for pair in signed.windows(2) {
+                assert_eq!(pair[1].payload().prev, Some(pair[0].id()));
+            }
+            for entry in &signed {
+                let decoded = Entry::decode(entry.bytes()).unwrap();
+                assert_eq!(decoded.id(), entry.id());
+                decoded.verify_signature(&key.verifying_key()).unwrap();
+            }
+        }
+    }
 }

@@ -1392,7 +1392,7 @@ fn entry_id(store: &Store, chain: &OrgId, seq: u64) -> Result<EntryId, Failure> 
         .entry(chain, seq)
         .map_err(|e| Failure::new("storage", e.to_string()))?
         .ok_or_else(|| Failure::new("storage", format!("{chain}/{seq} missing")))?;
-    Ok(EntryId::of(&bytes))
+    Entry::id_of(&bytes).map_err(|e| Failure::new("storage", format!("{chain}/{seq}: {e}")))
 }
 
 /// The tip of our copy of `chain`.

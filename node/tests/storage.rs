@@ -277,7 +277,7 @@ fn check_against(store: &Store, writers: &[&Writer]) {
                 Some(bytes)
             );
             assert_eq!(
-                store.position(&EntryId::of(bytes)).unwrap(),
+                store.position(&Entry::id_of(bytes).unwrap()).unwrap(),
                 Some((w.chain.clone(), seq as u64))
             );
         }
@@ -482,7 +482,7 @@ fn check_positions_recover(damage: impl FnOnce(&Path, &Writer, &Writer)) {
     check_against(&store, &[&producer, &lab]);
     for bytes in producer.bytes.iter().chain(&lab.bytes) {
         // Same first bytes as a stored id, so the map's prefix hits and the full id must miss.
-        let mut near = EntryId::of(bytes).0;
+        let mut near = Entry::id_of(bytes).unwrap().0;
         near[31] ^= 1;
         assert_eq!(store.position(&EntryId(near)).unwrap(), None);
     }

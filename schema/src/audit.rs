@@ -475,7 +475,9 @@ fn check_one(bytes: &[u8], chain: &OrgId, membership: &Membership, authorise: bo
         }
         Err(error) => {
             return Checked::Undecodable {
-                id: EntryId::of(bytes),
+                // Named by its id when the envelope parses, else by the same hash over the
+                // raw bytes.
+                id: Entry::id_of(bytes).unwrap_or_else(|_| EntryId::of_sig_structure([bytes])),
                 leaf,
                 error,
             };
@@ -939,10 +941,9 @@ impl Auditor {
                 self.checkpoints.push(checkpoint);
             }
             Err(error) => {
-                let id = EntryId::of(bytes);
                 self.findings.push(Finding::new(
                     "integrity/checkpoint-undecodable",
-                    format!("checkpoint-{}", id.to_hex()),
+                    format!("checkpoint-{}", crate::ids::Digest::of(bytes).to_hex()),
                     format!("A checkpoint given to the audit cannot be read: {error}."),
                     Vec::new(),
                 ));

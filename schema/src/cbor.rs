@@ -267,6 +267,17 @@ pub struct Writer {
     pub buf: Vec<u8>,
 }
 
+/// The length of a CBOR head (initial byte and argument) for `arg`, as [`Writer::head`] writes it.
+pub fn head_len(arg: u64) -> usize {
+    match arg {
+        0..24 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
 impl Writer {
     pub fn new() -> Self {
         Self::default()

@@ -426,7 +426,7 @@ mod tests {
     }
 
     fn id(seed: u64) -> EntryId {
-        EntryId::of(&seed.to_be_bytes())
+        EntryId::of_sig_structure([&seed.to_be_bytes()[..]])
     }
 
     fn tally(seed: u64) -> Tally {

@@ -276,7 +276,7 @@ mod tests {
         }
         let body = CheckpointBody {
             federation: FederationId([1; 32]),
-            head: EntryId::of(&leaves[4]),
+            head: EntryId::of_sig_structure([&leaves[4][..]]),
             root: TreeHash(tree.root()),
             size: 5,
             time_unix_ms: 1_700_000_000_123,

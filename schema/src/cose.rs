@@ -243,12 +243,44 @@ pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
 }
 
 fn write_sig_structure(w: &mut Writer, protected: &[u8], payload: &[u8]) {
+    let frame = SigStructureFrame::new(protected.len(), payload.len());
     w.buf.reserve(protected.len() + payload.len() + 24);
-    w.head(major::ARRAY, 4)
-        .text("Signature1")
-        .bytes(protected)
-        .bytes(&[])
-        .bytes(payload);
+    w.raw(&frame.before)
+        .raw(protected)
+        .raw(&frame.between)
+        .raw(payload);
+}
+
+/// The CBOR that frames `protected` and `payload` in their `Sig_structure`
+/// (`["Signature1", protected, h'', payload]`): the structure is
+/// `before ‖ protected ‖ between ‖ payload`. The one definition of its layout, for signing,
+/// checking, and the entry id, which hashes the structure in these pieces without a copy.
+pub struct SigStructureFrame {
+    pub before: Vec<u8>,
+    pub between: Vec<u8>,
+}
+
+impl SigStructureFrame {
+    pub fn new(protected_len: usize, payload_len: usize) -> Self {
+        let mut before = Writer::new();
+        before
+            .head(major::ARRAY, 4)
+            .text("Signature1")
+            .head(major::BYTES, protected_len as u64);
+        let mut between = Writer::new();
+        between.bytes(&[]).head(major::BYTES, payload_len as u64);
+        Self {
+            before: before.into_bytes(),
+            between: between.into_bytes(),
+        }
+    }
+}
+
+/// The length of the COSE_Sign1 that [`assemble`] writes from fields of these lengths.
+pub fn assembled_len(protected_len: usize, unprotected_len: usize, payload_len: usize) -> usize {
+    let bstr = |len: usize| cbor::head_len(len as u64) + len;
+    cbor::head_len(TAG_COSE_SIGN1) + 1 + bstr(protected_len) + unprotected_len + bstr(payload_len)
+        + bstr(64)
 }
 
 /// Signs `payload` and returns the COSE_Sign1 bytes with an empty unprotected header.

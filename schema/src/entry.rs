@@ -3,11 +3,13 @@
 //! An entry is a COSE_Sign1 whose payload is the canonical CBOR map
 //! `{v, op, fed, rec, seq, prev, time, chain}` (written here in canonical key order). The
 //! entry's bytes are the truth: [`Entry::decode`] keeps them, and the id, the Merkle leaf and
-//! the signature are all computed over them, never over a re-encoding.
+//! the signature are all computed over them, never over a re-encoding. The id covers what the
+//! signature covers (the COSE `Sig_structure`); the Merkle leaf covers the whole entry,
+//! signature included.
 
 use std::sync::Arc;
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -137,6 +139,7 @@ impl Entry {
             })?;
         check_payload(&payload, &sign1.header)?;
         let kid = sign1.header.kid;
+        let id = id_of_parts(sign1.protected, sign1.payload);
         let signature = key_for(kid, &payload).map(|key| {
             if cose::key_id(key) != kid {
                 return Err(CoseError::BadSignature);
@@ -144,7 +147,7 @@ impl Entry {
             sign1.verify(key)
         });
         let entry = Self {
-            id: EntryId::of(bytes),
+            id,
             kid,
             payload,
             bytes: bytes.into(),
@@ -154,28 +157,14 @@ impl Entry {
 
     /// Builds and signs an entry. The payload is checked as [`Entry::decode`] would.
     pub fn sign(key: &SigningKey, payload: Payload) -> Result<Self, EntryError> {
-        let payload_bytes = cbor::to_canonical(&payload).map_err(EntryError::Payload)?;
-        let header = ProtectedHeader {
-            content_type: cose::content_type::ENTRY.into(),
-            kid: cose::key_id(&key.verifying_key()),
-            issuer: payload.chain.as_str().into(),
-            issued_at_s: payload.time_unix_ms / 1000,
-            vds: None,
-        };
-        check_payload(&payload, &header)?;
-        let bytes = cose::sign(key, &header, &payload_bytes);
-        if bytes.len() > MAX_ENTRY_BYTES {
-            return Err(EntryError::Payload(CborError::TooLarge {
-                len: bytes.len(),
-                max: MAX_ENTRY_BYTES,
-            }));
-        }
-        Ok(Self {
-            id: EntryId::of(&bytes),
-            kid: header.kid,
-            payload,
-            bytes: bytes.into(),
-        })
+        Ok(Unsigned::new(key, payload)?.sign(key))
+    }
+
+    /// The id of an entry's bytes (format §2), from its envelope alone: the payload is not
+    /// decoded. For stored bytes whose id is needed without the rest of the entry.
+    pub fn id_of(bytes: &[u8]) -> Result<EntryId, EntryError> {
+        let sign1 = Sign1::parse(bytes, MAX_ENTRY_BYTES, cose::content_type::ENTRY)?;
+        Ok(id_of_parts(sign1.protected, sign1.payload))
     }
 
     /// Checks the signature with `verify_strict` against `key`, which the caller found for
@@ -228,6 +217,123 @@ impl Entry {
     /// The RFC 9162 leaf hash: `SHA-256(0x00 ‖ entry bytes)`.
     pub fn leaf_hash(&self) -> TreeHash {
         leaf_hash(&self.bytes)
+    }
+}
+
+/// The id of the entry with these protected header and payload bytes: BLAKE3 over their
+/// `Sig_structure`, the exact bytes the signature covers (format §2).
+fn id_of_parts(protected: &[u8], payload: &[u8]) -> EntryId {
+    let frame = cose::SigStructureFrame::new(protected.len(), payload.len());
+    EntryId::of_sig_structure([&frame.before[..], protected, &frame.between, payload])
+}
+
+/// An entry built and checked but not yet signed. Its id is already fixed, because it names
+/// the bytes the signature will cover, not the signature: the next entry can link to it at
+/// once, and a writer checks a batch in order and then signs its entries on every core.
+#[derive(Debug, Clone)]
+pub struct Unsigned {
+    id: EntryId,
+    kid: KeyId,
+    payload: Payload,
+    protected: Vec<u8>,
+    payload_bytes: Vec<u8>,
+}
+
+impl Unsigned {
+    /// Builds the entry `key` will sign, with every check [`Entry::decode`] makes, including
+    /// the size of the signed result: [`Unsigned::sign`] cannot fail.
+    pub fn new(key: &SigningKey, payload: Payload) -> Result<Self, EntryError> {
+        let payload_bytes = cbor::to_canonical(&payload).map_err(EntryError::Payload)?;
+        let header = ProtectedHeader {
+            content_type: cose::content_type::ENTRY.into(),
+            kid: cose::key_id(&key.verifying_key()),
+            issuer: payload.chain.as_str().into(),
+            issued_at_s: payload.time_unix_ms / 1000,
+            vds: None,
+        };
+        check_payload(&payload, &header)?;
+        let protected = header.encode();
+        let len = cose::assembled_len(protected.len(), 1, payload_bytes.len());
+        if len > MAX_ENTRY_BYTES {
+            return Err(EntryError::Payload(CborError::TooLarge {
+                len,
+                max: MAX_ENTRY_BYTES,
+            }));
+        }
+        Ok(Self {
+            id: id_of_parts(&protected, &payload_bytes),
+            kid: header.kid,
+            payload,
+            protected,
+            payload_bytes,
+        })
+    }
+
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    /// Signs the entry with `key`, which must be the key it was built for.
+    pub fn sign(self, key: &SigningKey) -> Entry {
+        debug_assert_eq!(cose::key_id(&key.verifying_key()), self.kid);
+        let frame = cose::SigStructureFrame::new(self.protected.len(), self.payload_bytes.len());
+        let mut message = Vec::with_capacity(
+            frame.before.len() + self.protected.len() + frame.between.len() + self.payload_bytes.len(),
+        );
+        for piece in [&frame.before, &self.protected, &frame.between, &self.payload_bytes] {
+            message.extend_from_slice(piece);
+        }
+        let signature = key.sign(&message).to_bytes();
+        let bytes = cose::assemble(&self.protected, &[0xa0], &self.payload_bytes, &signature);
+        debug_assert_eq!(bytes.len(), cose::assembled_len(self.protected.len(), 1, self.payload_bytes.len()));
+        Entry {
+            id: self.id,
+            kid: self.kid,
+            payload: self.payload,
+            bytes: bytes.into(),
+        }
+    }
+}
+
+/// What an entry records — its id and payload — as the lifecycle and membership folds read
+/// it. Implemented by a decoded [`Entry`] and by an [`Unsigned`] one, so a writer folds an
+/// entry's effects into the state the next record is checked against before it is signed.
+pub trait Recorded {
+    fn id(&self) -> EntryId;
+    fn payload(&self) -> &Payload;
+    fn record(&self) -> &Record {
+        &self.payload().record
+    }
+    fn chain(&self) -> &OrgId {
+        &self.payload().chain
+    }
+    fn seq(&self) -> u64 {
+        self.payload().seq
+    }
+    fn time_unix_ms(&self) -> u64 {
+        self.payload().time_unix_ms
+    }
+}
+
+impl Recorded for Entry {
+    fn id(&self) -> EntryId {
+        self.id
+    }
+    fn payload(&self) -> &Payload {
+        &self.payload
+    }
+}
+
+impl Recorded for Unsigned {
+    fn id(&self) -> EntryId {
+        self.id
+    }
+    fn payload(&self) -> &Payload {
+        &self.payload
     }
 }
 

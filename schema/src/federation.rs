@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
 use crate::cose::{self, CoseError, ProtectedHeader, Sign1};
-use crate::entry::Entry;
+use crate::entry::{Entry, Recorded};
 use crate::ids::{FederationId, KeyId, OrgId, PublicKey};
 use crate::records::{Enrol, Record, RecordKind, Role};
 
@@ -401,7 +401,7 @@ impl Membership {
 
     /// Applies the next entry of the registrar's chain (already authorised and verified).
     /// Non-membership records are counted and otherwise ignored.
-    pub fn apply(&mut self, entry: &Entry) -> Result<(), FederationError> {
+    pub fn apply(&mut self, entry: &impl Recorded) -> Result<(), FederationError> {
         if entry.chain() != &self.registrar {
             return Err(FederationError::Membership(format!(
                 "{} is not the registrar's chain",

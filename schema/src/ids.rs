@@ -12,8 +12,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// BLAKE3 `derive_key` contexts, one per role, so ids of different kinds can never collide.
 pub mod ctx {
-    /// `EntryId = BLAKE3-derive_key(ENTRY, entry bytes)`.
-    pub const ENTRY: &str = "rmledger entry v1";
+    /// `EntryId = BLAKE3-derive_key(ENTRY, the entry's COSE Sig_structure)`.
+    pub const ENTRY: &str = "rmledger entry v2";
     /// `KeyId = BLAKE3-derive_key(KEY, 32-byte Ed25519 public key)`.
     pub const KEY: &str = "rmledger key v1";
     /// `FederationId = BLAKE3-derive_key(FEDERATION, genesis bytes)`.
@@ -121,7 +121,8 @@ macro_rules! id32 {
 }
 
 id32!(
-    /// The id of an entry: `BLAKE3-derive_key("rmledger entry v1", entry bytes)`.
+    /// The id of an entry: `BLAKE3-derive_key("rmledger entry v2", Sig_structure)`, i.e. over
+    /// exactly the bytes its signature covers (see [`crate::entry::Entry::id_of`]).
     EntryId,
     "entry id"
 );
@@ -156,9 +157,15 @@ id32!(
 pub type CertificateId = EntryId;
 
 impl EntryId {
-    /// The id of an entry's exact bytes.
-    pub fn of(entry_bytes: &[u8]) -> Self {
-        Self(blake3::derive_key(ctx::ENTRY, entry_bytes))
+    /// The id of the entry whose COSE `Sig_structure` is the concatenation of `pieces` (the
+    /// structure is hashed in the pieces it is framed in, without copying it). Entries compute
+    /// their id themselves; see [`crate::entry::Entry::id_of`] for the id of stored bytes.
+    pub fn of_sig_structure<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut hasher = blake3::Hasher::new_derive_key(ctx::ENTRY);
+        for piece in pieces {
+            hasher.update(piece);
+        }
+        Self(*hasher.finalize().as_bytes())
     }
 }
 
@@ -330,7 +337,7 @@ mod tests {
 
     #[test]
     fn hex_round_trip_and_errors() {
-        let id = EntryId::of(b"x");
+        let id = EntryId::of_sig_structure([&b"x"[..]]);
         assert_eq!(EntryId::from_hex(&id.to_hex()).unwrap(), id);
         assert_eq!(
             EntryId::from_hex("ab"),

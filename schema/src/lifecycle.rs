@@ -26,7 +26,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::date::{Date, Period};
-use crate::entry::Entry;
+use crate::entry::{Entry, Recorded};
 use crate::ids::{CertificateId, EntryId, OrgId};
 use crate::records::{
     AfterOpening, Certificate, Record, RecordKind, StabilityCheck, StabilityConclusion,
@@ -234,7 +234,7 @@ pub struct EventRef {
 }
 
 impl EventRef {
-    fn of(entry: &Entry, reason: Option<String>) -> Self {
+    fn of(entry: &impl Recorded, reason: Option<String>) -> Self {
         EventRef {
             entry: entry.id(),
             chain: entry.chain().clone(),
@@ -1028,7 +1028,7 @@ impl CertificateState {
     /// Every entry adds one [`TimelineEvent`] (its anomaly is what [`check`](Self::check)
     /// would have said); the state changes as described in the module documentation. Units
     /// the batch never produced get no [`UnitState`]: such entries only appear on the timeline.
-    pub fn apply(&mut self, entry: &Entry, utc_offset_minutes: i32) {
+    pub fn apply(&mut self, entry: &impl Recorded, utc_offset_minutes: i32) {
         if entry.id() == self.id {
             // The registration itself is already folded in.
             return;
@@ -1059,7 +1059,7 @@ impl CertificateState {
 
     /// Applies a registration that supersedes this certificate (the caller routes it here).
     /// Adopted from the producer only, and only the first; always on the timeline.
-    pub fn apply_superseding(&mut self, entry: &Entry) {
+    pub fn apply_superseding(&mut self, entry: &impl Recorded) {
         let (summary, anomaly) = match entry.record() {
             Record::BatchRegistered(c) if c.supersedes == Some(self.id) => {
                 let anomaly = self.check_superseding(entry.chain()).err();
@@ -1092,7 +1092,7 @@ impl CertificateState {
     }
 
     /// The state change of an entry about this certificate; returns its timeline sentence.
-    fn adopt(&mut self, entry: &Entry, org: &OrgId, time: u64) -> String {
+    fn adopt(&mut self, entry: &impl Recorded, org: &OrgId, time: u64) -> String {
         let producer = *org == self.producer;
         match entry.record() {
             Record::CertificateRevised(r) => {
@@ -1258,7 +1258,7 @@ impl CertificateState {
         }
     }
 
-    fn verification_record(&self, entry: &Entry, r: &ValueVerification) -> VerificationRecord {
+    fn verification_record(&self, entry: &impl Recorded, r: &ValueVerification) -> VerificationRecord {
         // The comparison is made whenever the named revision has the quantity, independently
         // of whether the stated verdict passes the rules.
         let compared = self
@@ -1356,7 +1356,7 @@ fn verdict_word(verdict: Option<Verdict>) -> &'static str {
     }
 }
 
-fn timeline(entry: &Entry, summary: String, anomaly: Option<String>) -> TimelineEvent {
+fn timeline(entry: &impl Recorded, summary: String, anomaly: Option<String>) -> TimelineEvent {
     TimelineEvent {
         entry: entry.id(),
         chain: entry.chain().clone(),

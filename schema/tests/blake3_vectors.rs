@@ -85,9 +85,12 @@ fn our_ids_are_derive_key_with_our_contexts() {
     for case in vectors().cases {
         let x = input(case.input_len);
         assert_eq!(
-            EntryId::of(&x).0,
-            blake3::derive_key("rmledger entry v1", &x)
+            EntryId::of_sig_structure([&x[..]]).0,
+            blake3::derive_key("rmledger entry v2", &x)
         );
+        // Hashed in pieces, as entries frame their Sig_structure, the id is the same.
+        let (a, b) = x.split_at(x.len() / 3);
+        assert_eq!(EntryId::of_sig_structure([a, b]), EntryId::of_sig_structure([&x[..]]));
         assert_eq!(
             FederationId::of(&x).0,
             blake3::derive_key("rmledger federation v1", &x)
@@ -96,13 +99,13 @@ fn our_ids_are_derive_key_with_our_contexts() {
             assert_eq!(KeyId::of(&pk).0, blake3::derive_key("rmledger key v1", &pk));
         }
     }
-    assert_eq!(ids::ctx::ENTRY, "rmledger entry v1");
+    assert_eq!(ids::ctx::ENTRY, "rmledger entry v2");
     assert_eq!(ids::ctx::KEY, "rmledger key v1");
     assert_eq!(ids::ctx::FEDERATION, "rmledger federation v1");
     let pk = [7u8; 32];
     assert_eq!(KeyId::of(&pk).0, blake3::derive_key("rmledger key v1", &pk));
     // Different contexts over the same bytes never give the same id.
     let x = input(32);
-    assert_ne!(EntryId::of(&x).0, FederationId::of(&x).0);
-    assert_ne!(EntryId::of(&x).0, KeyId::of(&[0; 32]).0);
+    assert_ne!(EntryId::of_sig_structure([&x[..]]).0, FederationId::of(&x).0);
+    assert_ne!(EntryId::of_sig_structure([&x[..]]).0, KeyId::of(&[0; 32]).0);
 }

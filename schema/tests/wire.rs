@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use rmledger_schema::cbor::{self, CborError, Writer, major};
 use rmledger_schema::cose::{self, CoseError, ProtectedHeader, Sign1};
-use rmledger_schema::entry::{Entry, EntryError, MAX_ENTRY_BYTES, Payload};
+use rmledger_schema::entry::{Entry, EntryError, MAX_ENTRY_BYTES, Payload, Unsigned};
 use rmledger_schema::ids::{EntryId, FederationId, TreeHash};
 use rmledger_schema::records::{Anchor, Record, RecordKind};
 
@@ -63,7 +63,7 @@ proptest! {
         let decoded = Entry::decode(entry.bytes()).unwrap();
         prop_assert_eq!(decoded.payload(), &payload);
         prop_assert_eq!(decoded.id(), entry.id());
-        prop_assert_eq!(decoded.id(), EntryId::of(entry.bytes()));
+        prop_assert_eq!(decoded.id(), Entry::id_of(entry.bytes()).unwrap());
         prop_assert_eq!(decoded.kid(), cose::key_id(&key.verifying_key()));
         decoded.verify_signature(&key.verifying_key()).unwrap();
         // encode → decode → encode is byte-identical, at both layers.
@@ -74,6 +74,14 @@ proptest! {
         prop_assert_eq!(again.bytes(), entry.bytes());
         let reassembled = cose::assemble(sign1.protected, sign1.unprotected, sign1.payload, &sign1.signature);
         prop_assert_eq!(&reassembled[..], entry.bytes());
+        // The id is BLAKE3-derive_key over exactly the bytes the signature covers (format §2).
+        let signed = cose::sig_structure(sign1.protected, sign1.payload);
+        prop_assert_eq!(decoded.id().0, blake3::derive_key("rmledger entry v2", &signed));
+        key.verifying_key().verify_strict(&signed, &ed25519_dalek::Signature::from_bytes(&sign1.signature)).unwrap();
+        prop_assert_eq!(
+            cose::assembled_len(sign1.protected.len(), 1, sign1.payload.len()),
+            entry.bytes().len()
+        );
     }
 
     #[test]
@@ -269,6 +277,35 @@ fn strictness_table() {
         Entry::sign(&key, p),
         Err(EntryError::Payload(CborError::TooLarge { .. }))
     ));
+
+    // The limit is checked exactly, before signing: an entry of exactly 64 KiB is built, signed
+    // and decoded; one byte more is refused while still unsigned, with its exact size.
+    let with_blob = |n: usize| {
+        let mut p = base.clone();
+        p.record = Record::ForkReported(rmledger_schema::records::ForkReported {
+            seq: 1,
+            kind: rmledger_schema::records::EvidenceKind::Entries,
+            chain: org("jxim"),
+            first: rmledger_schema::records::Blob(vec![1; n]),
+            second: rmledger_schema::records::Blob(vec![2; 1000]),
+        });
+        p
+    };
+    let probe = Entry::sign(&key, with_blob(1000)).unwrap().bytes().len();
+    let n = 1000 + MAX_ENTRY_BYTES - probe;
+    let unsigned = Unsigned::new(&key, with_blob(n)).unwrap();
+    let id = unsigned.id();
+    let exact = unsigned.sign(&key);
+    assert_eq!(exact.bytes().len(), MAX_ENTRY_BYTES);
+    assert_eq!(exact.id(), id);
+    assert_eq!(Entry::decode(exact.bytes()).unwrap(), exact);
+    assert_eq!(
+        Unsigned::new(&key, with_blob(n + 1)).map(|u| u.id()),
+        Err(EntryError::Payload(CborError::TooLarge {
+            len: MAX_ENTRY_BYTES + 1,
+            max: MAX_ENTRY_BYTES
+        }))
+    );
 
     // Nested 100 deep.
     let mut f = fields(&base);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rmledger_schema::ids::EntryId;
+use rmledger_schema::entry::Entry;
 use rmledger_tests::records;
 use rmledger_tests::{
     Api, ChainRow, ORG, TestNode, Written, init_registrar_in, node_command, spawn_run,
@@ -191,7 +191,7 @@ async fn sigterm_finishes_in_flight_writes_and_exits_0() {
             .entry(ORG, ack.seq)
             .await
             .unwrap_or_else(|| panic!("acknowledged seq {} lost at SIGTERM", ack.seq));
-        assert_eq!(EntryId::of(&bytes), ack.entry_id());
+        assert_eq!(Entry::id_of(&bytes).unwrap(), ack.entry_id());
     }
     let checkpoint = api.checkpoint(ORG).await;
     assert_eq!(checkpoint.body().size, api.chain_size(ORG).await);

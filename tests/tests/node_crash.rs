@@ -136,7 +136,7 @@ async fn acknowledged_writes_survive_sigkill() {
         );
         for (seq, id) in &acknowledged {
             assert_eq!(
-                EntryId::of(&entries[*seq as usize]).to_hex(),
+                Entry::id_of(&entries[*seq as usize]).unwrap().to_hex(),
                 *id,
                 "iteration {iteration}: the entry at {seq} is not the acknowledged one"
             );
@@ -149,7 +149,7 @@ async fn acknowledged_writes_survive_sigkill() {
                     ack.seq
                 )
             });
-            assert_eq!(EntryId::of(&bytes), ack.entry_id());
+            assert_eq!(Entry::id_of(&bytes).unwrap(), ack.entry_id());
         }
         // The entries are a well-formed chain: seq and prev links.
         let mut prev: Option<EntryId> = None;
@@ -191,7 +191,7 @@ async fn acknowledged_writes_survive_sigkill() {
                 "iteration {iteration}: checkpoint root at size {}",
                 body.size
             );
-            assert_eq!(body.head, EntryId::of(&entries[body.size as usize - 1]));
+            assert_eq!(body.head, Entry::id_of(&entries[body.size as usize - 1]).unwrap());
             if body.size < size {
                 lagging.push((iteration, body.size, size));
             }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use rmledger_schema::bundle::Bundle;
 use rmledger_schema::federation::verifying_key;
+use rmledger_schema::entry::Entry;
 use rmledger_schema::ids::{EntryId, FederationId};
 use rmledger_schema::merkle::{Hash, MemoryTree, Sha256, verify_consistency, verify_inclusion};
 use rmledger_schema::records::Record;
@@ -220,7 +221,7 @@ async fn every_proof_of_a_300_entry_chain() {
         tree,
     };
     let full_root = local.tree.root();
-    let head = EntryId::of(entries.last().unwrap());
+    let head = Entry::id_of(entries.last().unwrap()).unwrap();
     assert!(LOCAL.set(local).is_ok());
 
     // /v1/chains and the checkpoint agree with the local tree.
