@@ -142,7 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Fsck { config } => {
             let config = Config::load(&config)?;
             let genesis = read_genesis(&config)?;
-            let store = Store::open(config.data_dir.clone(), StoreOptions::default())
+            let store = Store::open(config.data_dir.clone(), store_options(&config)?)
                 .context("opening the store (is the node running? stop it first)")?;
             match fsck(&store, &genesis) {
                 Ok(report) => {
@@ -161,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&config)?;
             let genesis = read_genesis(&config)?;
             let org = OrgId::new(&config.org)?;
-            let store = Store::reindex(config.data_dir.clone(), StoreOptions::default())
+            let store = Store::reindex(config.data_dir.clone(), store_options(&config)?)
                 .context("rebuilding the index (is the node running? stop it first)")?;
             let chains = store.chains().len();
             // The certificate maps are rebuilt from the reindexed entries and checked, with the
@@ -253,6 +253,15 @@ fn read_genesis(config: &Config) -> anyhow::Result<Genesis> {
         .with_context(|| format!("{} is not a valid genesis", config.genesis_file.display()))
 }
 
+/// How every command opens the store: this node's own chain is the writer's, so a commit of it
+/// a crash cut short is cut off at open (see `StoreOptions::writer_chain`).
+fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
+    Ok(StoreOptions {
+        writer_chain: Some(OrgId::new(&config.org)?),
+        ..StoreOptions::default()
+    })
+}
+
 /// Opens the store and ledger, starts the writer and serves until SIGTERM or Ctrl-C; then
 /// finishes queued writes and flushes.
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -260,16 +269,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let genesis = read_genesis(&config)?;
     let org = OrgId::new(&config.org)?;
     let store_dir = config.data_dir.clone();
-    let (store, recovery) = tokio::task::spawn_blocking(move || {
-        Store::open_with_recovery(store_dir, StoreOptions::default())
-    })
-    .await?
-    .context("opening the store")?;
+    let options = store_options(&config)?;
+    let (store, recovery) =
+        tokio::task::spawn_blocking(move || Store::open_with_recovery(store_dir, options))
+            .await?
+            .context("opening the store")?;
     if recovery.rebuilt || recovery.replayed > 0 || recovery.truncated > 0 {
         tracing::warn!(
             rebuilt = recovery.rebuilt,
             replayed = recovery.replayed,
             truncated_bytes = recovery.truncated,
+            cut_entries = recovery.cut_entries,
             "recovered the store"
         );
     }

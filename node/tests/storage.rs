@@ -600,6 +600,92 @@ fn torn_tail_is_truncated_and_the_rest_kept() {
     check_against(&store, &[&producer, &lab]);
 }
 
+/// Appends `bytes` to the end of segment `n`.
+fn append_raw(dir: &Path, n: u32, bytes: &[u8]) {
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(segment(dir, n))
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn a_commit_cut_short_is_cut_off_whole() {
+    let options = StoreOptions {
+        writer_chain: Some(OrgId::new("acme-rm").unwrap()),
+        ..small()
+    };
+    // Its checkpoint half written, or not written at all: either way the commit goes.
+    for checkpoint_bytes in [0.5, 0.0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, mut producer, _lab) = populated(tmp.path(), options.clone());
+        store.flush().unwrap();
+        let before = state(&store);
+        drop(store);
+        let len = fs::metadata(segment(tmp.path(), 0)).unwrap().len();
+        let mut tail = Vec::new();
+        for e in producer.anchors(3) {
+            tail.extend(framed(MAGIC_ENTRY, e.bytes()));
+        }
+        let checkpoint = framed(0xC1, producer.checkpoint(3).bytes());
+        tail.extend(&checkpoint[..(checkpoint.len() as f64 * checkpoint_bytes) as usize]);
+        append_raw(tmp.path(), 0, &tail);
+        let (store, recovery) = Store::open_with_recovery(tmp.path(), options.clone()).unwrap();
+        assert_eq!(recovery.cut_entries, 3, "{recovery:?}");
+        assert_eq!(recovery.truncated, tail.len() as u64);
+        assert_eq!(fs::metadata(segment(tmp.path(), 0)).unwrap().len(), len);
+        assert_eq!(state(&store), before);
+        // The chain goes on from where the last whole commit left it.
+        let size = store.chain_size(&producer.chain);
+        assert_eq!(size, before.entries[0].len() as u64);
+    }
+}
+
+#[test]
+fn a_whole_commit_and_other_chains_entries_are_kept() {
+    let options = StoreOptions {
+        writer_chain: Some(OrgId::new("acme-rm").unwrap()),
+        ..small()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, mut producer, mut lab) = populated(tmp.path(), options.clone());
+    store.flush().unwrap();
+    drop(store);
+    // A whole commit of the writer's chain, then entries of another chain (replicated: no
+    // checkpoint follows them), each reaching the segment but not the index.
+    let mut tail = Vec::new();
+    for e in producer.anchors(2) {
+        tail.extend(framed(MAGIC_ENTRY, e.bytes()));
+    }
+    tail.extend(framed(0xC1, producer.checkpoint(3).bytes()));
+    for e in lab.anchors(2) {
+        tail.extend(framed(MAGIC_ENTRY, e.bytes()));
+    }
+    append_raw(tmp.path(), 0, &tail);
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), options.clone()).unwrap();
+    assert_eq!(
+        (recovery.cut_entries, recovery.truncated),
+        (0, 0),
+        "{recovery:?}"
+    );
+    assert_eq!(recovery.replayed, 5);
+    check_against(&store, &[&producer, &lab]);
+    // Without the option, entries of any chain at the end are kept as they are.
+    drop(store);
+    append_raw(
+        tmp.path(),
+        0,
+        &framed(MAGIC_ENTRY, producer.anchor().bytes()),
+    );
+    let (store, recovery) = Store::open_with_recovery(tmp.path(), small()).unwrap();
+    assert_eq!(
+        (recovery.cut_entries, recovery.replayed),
+        (0, 1),
+        "{recovery:?}"
+    );
+    check_against(&store, &[&producer, &lab]);
+}
+
 #[test]
 fn torn_last_record_is_dropped() {
     let tmp = tempfile::tempdir().unwrap();
@@ -695,7 +781,7 @@ fn corruption_in_an_earlier_segment_refuses_to_open() {
         segment_size: 2000,
         ..small()
     };
-    let store = Store::open(tmp.path(), options).unwrap();
+    let store = Store::open(tmp.path(), options.clone()).unwrap();
     let mut w = Writer::new("acme-rm", 1);
     for _ in 0..20 {
         store.append(&batch(w.anchors(2))).unwrap();
@@ -791,7 +877,7 @@ fn segments_rotate_at_the_configured_size() {
         segment_size: 1500,
         ..small()
     };
-    let (store, mut producer, lab) = populated(tmp.path(), options);
+    let (store, mut producer, lab) = populated(tmp.path(), options.clone());
     store.append(&batch(producer.anchors(20))).unwrap();
     for _ in 0..10 {
         store.append(&batch(producer.anchors(1))).unwrap();
@@ -807,7 +893,7 @@ fn segments_rotate_at_the_configured_size() {
     let before = state(&store);
     assert!(before.records.iter().any(|r| r.0 > 0));
     drop(store);
-    let store = Store::open(tmp.path(), options).unwrap();
+    let store = Store::open(tmp.path(), options.clone()).unwrap();
     assert_eq!(state(&store), before);
     drop(store);
     let store = Store::reindex(tmp.path(), options).unwrap();

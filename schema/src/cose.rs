@@ -279,7 +279,11 @@ impl SigStructureFrame {
 /// The length of the COSE_Sign1 that [`assemble`] writes from fields of these lengths.
 pub fn assembled_len(protected_len: usize, unprotected_len: usize, payload_len: usize) -> usize {
     let bstr = |len: usize| cbor::head_len(len as u64) + len;
-    cbor::head_len(TAG_COSE_SIGN1) + 1 + bstr(protected_len) + unprotected_len + bstr(payload_len)
+    cbor::head_len(TAG_COSE_SIGN1)
+        + 1
+        + bstr(protected_len)
+        + unprotected_len
+        + bstr(payload_len)
         + bstr(64)
 }
 

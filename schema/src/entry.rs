@@ -282,14 +282,25 @@ impl Unsigned {
         debug_assert_eq!(cose::key_id(&key.verifying_key()), self.kid);
         let frame = cose::SigStructureFrame::new(self.protected.len(), self.payload_bytes.len());
         let mut message = Vec::with_capacity(
-            frame.before.len() + self.protected.len() + frame.between.len() + self.payload_bytes.len(),
+            frame.before.len()
+                + self.protected.len()
+                + frame.between.len()
+                + self.payload_bytes.len(),
         );
-        for piece in [&frame.before, &self.protected, &frame.between, &self.payload_bytes] {
+        for piece in [
+            &frame.before,
+            &self.protected,
+            &frame.between,
+            &self.payload_bytes,
+        ] {
             message.extend_from_slice(piece);
         }
         let signature = key.sign(&message).to_bytes();
         let bytes = cose::assemble(&self.protected, &[0xa0], &self.payload_bytes, &signature);
-        debug_assert_eq!(bytes.len(), cose::assembled_len(self.protected.len(), 1, self.payload_bytes.len()));
+        debug_assert_eq!(
+            bytes.len(),
+            cose::assembled_len(self.protected.len(), 1, self.payload_bytes.len())
+        );
         Entry {
             id: self.id,
             kid: self.kid,

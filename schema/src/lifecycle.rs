@@ -1258,7 +1258,11 @@ impl CertificateState {
         }
     }
 
-    fn verification_record(&self, entry: &impl Recorded, r: &ValueVerification) -> VerificationRecord {
+    fn verification_record(
+        &self,
+        entry: &impl Recorded,
+        r: &ValueVerification,
+    ) -> VerificationRecord {
         // The comparison is made whenever the named revision has the quantity, independently
         // of whether the stated verdict passes the rules.
         let compared = self

@@ -90,7 +90,10 @@ fn our_ids_are_derive_key_with_our_contexts() {
         );
         // Hashed in pieces, as entries frame their Sig_structure, the id is the same.
         let (a, b) = x.split_at(x.len() / 3);
-        assert_eq!(EntryId::of_sig_structure([a, b]), EntryId::of_sig_structure([&x[..]]));
+        assert_eq!(
+            EntryId::of_sig_structure([a, b]),
+            EntryId::of_sig_structure([&x[..]])
+        );
         assert_eq!(
             FederationId::of(&x).0,
             blake3::derive_key("rmledger federation v1", &x)
@@ -106,6 +109,9 @@ fn our_ids_are_derive_key_with_our_contexts() {
     assert_eq!(KeyId::of(&pk).0, blake3::derive_key("rmledger key v1", &pk));
     // Different contexts over the same bytes never give the same id.
     let x = input(32);
-    assert_ne!(EntryId::of_sig_structure([&x[..]]).0, FederationId::of(&x).0);
+    assert_ne!(
+        EntryId::of_sig_structure([&x[..]]).0,
+        FederationId::of(&x).0
+    );
     assert_ne!(EntryId::of_sig_structure([&x[..]]).0, KeyId::of(&[0; 32]).0);
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use rmledger_schema::bundle::Bundle;
-use rmledger_schema::federation::verifying_key;
 use rmledger_schema::entry::Entry;
+use rmledger_schema::federation::verifying_key;
 use rmledger_schema::ids::{EntryId, FederationId};
 use rmledger_schema::merkle::{Hash, MemoryTree, Sha256, verify_consistency, verify_inclusion};
 use rmledger_schema::records::Record;

@@ -95,6 +95,13 @@
 //! Replay checks every frame's hash, decodes entries with [`Entry::decode`] and checkpoints with
 //! [`Checkpoint::decode`], and checks chain continuity (`seq == size`, `prev == head`).
 //!
+//! Entries of [`StoreOptions::writer_chain`] (the node's own chain) are held back during the
+//! replay until a checkpoint of that chain follows them: the writer's every commit is its
+//! entries and then its checkpoint in one write. Entries of it left at the end of the log with
+//! no checkpoint after them are a commit a crash cut short — never acknowledged — and are cut
+//! off (with a `tracing::warn!`), so a commit, a batch request included, survives a crash whole
+//! or not at all. The applied mark never passes an entry held back.
+//!
 //! A bad frame (bad magic, short header or body, length over the limit, hash mismatch) in the
 //! **last** segment with no intact frame anywhere after it is a torn write that was never
 //! acknowledged: the file is truncated there (with a `tracing::warn!`) and synced. A bad frame
@@ -254,12 +261,17 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
 }
 
 /// Tunables of a [`Store`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Start a new segment when a batch would make the current one larger than this.
     pub segment_size: u64,
     /// sled's page cache in bytes.
     pub cache_capacity: u64,
+    /// The chain whose every batch is its entries followed by its checkpoint: this node's own,
+    /// written only by its writer. At open, entries of it at the end of the log with no
+    /// checkpoint of it after them are a commit a crash cut short (never acknowledged), and are
+    /// cut off, so a commit is all or nothing across crashes too.
+    pub writer_chain: Option<OrgId>,
 }
 
 impl Default for StoreOptions {
@@ -267,6 +279,7 @@ impl Default for StoreOptions {
         Self {
             segment_size: DEFAULT_SEGMENT_SIZE,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            writer_chain: None,
         }
     }
 }
@@ -1294,6 +1307,9 @@ pub struct Recovery {
     pub replayed: u64,
     /// Bytes cut off a torn tail.
     pub truncated: u64,
+    /// Entries of the writer's chain cut off because their commit's checkpoint never made it
+    /// to disk ([`StoreOptions::writer_chain`]).
+    pub cut_entries: u64,
 }
 
 /// The chains and the log position after a replay.
@@ -1304,6 +1320,8 @@ struct Opening {
     dir: PathBuf,
     count: u32,
     recovery: Recovery,
+    /// [`StoreOptions::writer_chain`].
+    writer_chain: Option<OrgId>,
 }
 
 impl Opening {
@@ -1317,14 +1335,44 @@ impl Opening {
     ) -> Result<Replayed, StorageError> {
         let mut indexer = Indexer::new(index, positions, chains);
         let mut at = start;
+        // Entries of the writer's chain read since its last checkpoint, with the log position
+        // before the first of them. A commit writes its entries and then its checkpoint, so
+        // they are indexed when the checkpoint comes; at the end of the log they are a commit
+        // cut short, and are cut off.
+        let mut held: Vec<(Entry, Pos)> = Vec::new();
+        let mut held_from = start;
+        let index_held = |indexer: &mut Indexer<'_>, held: &mut Vec<(Entry, Pos)>| {
+            for (entry, pos) in held.drain(..) {
+                indexer.entry(&entry, pos).map_err(|e| match e {
+                    StorageError::Inconsistent(detail) => StorageError::Corrupt {
+                        segment: pos.segment,
+                        offset: pos.offset,
+                        detail,
+                    },
+                    e => e,
+                })?;
+            }
+            Ok::<(), StorageError>(())
+        };
         for segment in start.0..self.count {
             let path = segment_path(&self.dir, segment);
             let offset = if segment == start.0 { start.1 } else { 0 };
             let mut reader = SegmentReader::open(&path, offset, None)?;
+            let last = segment + 1 == self.count;
+            // A batch never spans segments: only the last one can end in a cut-short commit.
+            index_held(&mut indexer, &mut held)?;
             at = (segment, offset);
             loop {
                 match reader.next()? {
-                    Step::End => break,
+                    Step::End => {
+                        if last && !held.is_empty() {
+                            let (_, first) = held[0];
+                            self.cut_commit(&path, first.offset, held.len())?;
+                            held.clear();
+                            at = held_from;
+                        }
+                        break;
+                    }
                     Step::Record {
                         offset,
                         kind,
@@ -1344,28 +1392,44 @@ impl Opening {
                             RecordType::Entry => {
                                 let entry = Entry::decode(&bytes)
                                     .map_err(|e| corrupt(format!("entry does not decode: {e}")))?;
-                                indexer.entry(&entry, pos).map_err(|e| match e {
-                                    StorageError::Inconsistent(d) => corrupt(d),
-                                    e => e,
-                                })?;
+                                if self.writer_chain.as_ref() == Some(entry.chain()) {
+                                    if held.is_empty() {
+                                        held_from = at;
+                                    }
+                                    held.push((entry, pos));
+                                } else {
+                                    index_held(&mut indexer, &mut held)?;
+                                    indexer.entry(&entry, pos).map_err(|e| match e {
+                                        StorageError::Inconsistent(d) => corrupt(d),
+                                        e => e,
+                                    })?;
+                                }
                             }
                             RecordType::Checkpoint => {
                                 let cp = Checkpoint::decode(&bytes).map_err(|e| {
                                     corrupt(format!("checkpoint does not decode: {e}"))
                                 })?;
+                                index_held(&mut indexer, &mut held)?;
                                 indexer.checkpoint(&cp, pos)?;
                             }
                         }
                         self.recovery.replayed += 1;
                         at = (segment, reader.offset);
-                        if indexer.records >= REPLAY_CHUNK {
+                        // The applied mark never passes an entry not indexed yet.
+                        if indexer.records >= REPLAY_CHUNK && held.is_empty() {
                             indexer.commit(at)?;
                         }
                     }
                     Step::Bad { offset, detail } => {
-                        let last = segment + 1 == self.count;
                         if last && intact_frame_after(&path, offset)?.is_none() {
-                            self.truncate(&path, segment, offset, &detail)?;
+                            match held.first() {
+                                Some(&(_, first)) => {
+                                    self.cut_commit(&path, first.offset, held.len())?;
+                                    held.clear();
+                                    at = held_from;
+                                }
+                                None => self.truncate(&path, segment, offset, &detail)?,
+                            }
                             break;
                         }
                         return Err(StorageError::Corrupt {
@@ -1377,6 +1441,7 @@ impl Opening {
                 }
             }
         }
+        index_held(&mut indexer, &mut held)?;
         indexer.commit(at)?;
         Ok((indexer.chains, at))
     }
@@ -1487,6 +1552,24 @@ impl Opening {
         Ok(())
     }
 
+    /// Cuts off the entries of a commit a crash cut short: `count` entries of the writer's
+    /// chain from `offset` to the end of the last segment, with no checkpoint after them.
+    fn cut_commit(&mut self, path: &Path, offset: u64, count: usize) -> Result<(), StorageError> {
+        let file = open_segment(path, false)?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        tracing::warn!(
+            chain = ?self.writer_chain,
+            entries = count,
+            dropped_bytes = len - offset,
+            "a commit cut short by a crash (never acknowledged, no checkpoint): dropping its entries"
+        );
+        file.set_len(offset).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        self.recovery.truncated += len - offset;
+        self.recovery.cut_entries += count as u64;
+        Ok(())
+    }
+
     fn truncate(
         &mut self,
         path: &Path,
@@ -1551,6 +1634,7 @@ impl Store {
             dir: dir.clone(),
             count,
             recovery: Recovery::default(),
+            writer_chain: options.writer_chain.clone(),
         };
 
         // Try the existing index first.
