@@ -262,13 +262,18 @@ async fn append(run: AppendRun) -> anyhow::Result<serde_json::Value> {
     let before = scrape(&run.target).await.ok();
     let started = Instant::now();
     let deadline = started + run.duration;
+    // Names this run's batches apart from earlier runs' against the same node, whose
+    // registrations would otherwise be refused as duplicates.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut tasks = Vec::with_capacity(run.writers);
     for w in 0..run.writers {
         let target = run.target.clone();
         let auth = format!("Bearer {}", run.token);
         let chain = run.chain.clone();
         let (mix, timeout, batch) = (run.mix, run.request_timeout, run.batch);
-        let records = Records::new(w, chain, mix, batch);
+        let records = Records::new(run_id, w, chain, mix, batch);
         tasks.push(tokio::spawn(async move {
             writer(target, auth, records, deadline, timeout).await
         }));
@@ -402,6 +407,7 @@ async fn writer(
 
 /// The records one writer sends.
 struct Records {
+    run_id: u64,
     writer: usize,
     chain: OrgId,
     mix: Mix,
@@ -415,8 +421,9 @@ struct Records {
 }
 
 impl Records {
-    fn new(writer: usize, chain: OrgId, mix: Mix, batch: usize) -> Self {
+    fn new(run_id: u64, writer: usize, chain: OrgId, mix: Mix, batch: usize) -> Self {
         Self {
+            run_id,
             writer,
             chain,
             mix,
@@ -458,7 +465,7 @@ impl Records {
             (Mix::Realistic, cert) => match (n % 10, cert) {
                 (0, _) | (_, None) => {
                     self.registration = Some(index);
-                    Record::BatchRegistered(certificate(self.writer, n))
+                    Record::BatchRegistered(certificate(self.run_id, self.writer, n))
                 }
                 (1..=5, Some(cert)) => Record::ValueVerification(verification(cert, n)),
                 (6 | 7, Some(cert)) => Record::StabilityCheck(stability(cert, n)),
@@ -488,13 +495,14 @@ fn dec(text: &str) -> Decimal {
     Decimal::parse(text).expect("decimal literal")
 }
 
-/// A soil CRM certificate of ~1.5 KB of JSON; the batch name is unique per writer and request.
-fn certificate(writer: usize, n: u64) -> Certificate {
+/// A soil CRM certificate of ~1.5 KB of JSON; the batch name is unique per run, writer and
+/// request.
+fn certificate(run_id: u64, writer: usize, n: u64) -> Certificate {
     Certificate {
         code: RmCode::parse("GBW(E)082345").expect("code"),
         kind: DocumentKind::Certificate,
         name: "土壤成分分析标准物质".into(),
-        batch: format!("bench-{writer}-{n}"),
+        batch: format!("bench-{run_id}-{writer}-{n}"),
         units: SerialSet::new(vec![SerialRange::parse("S-0001..S-0200").expect("range")])
             .expect("set"),
         matrix: Some("soil".into()),
