@@ -69,8 +69,14 @@ pub struct Entry {
     bytes: Arc<[u8]>,
     id: EntryId,
     kid: KeyId,
-    payload: Payload,
+    /// Boxed: a `Payload` is ~800 bytes inline (its `Record`), and entries are moved through
+    /// vectors and channels by the thousand on the replication and audit paths, so an `Entry`
+    /// is kept to a few words.
+    payload: Box<Payload>,
 }
+
+// An entry stays a handful of words (see `payload`); moving one must not copy a record.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 96);
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
@@ -146,7 +152,7 @@ impl Entry {
         let entry = Self {
             id: EntryId::of(bytes),
             kid,
-            payload,
+            payload: Box::new(payload),
             bytes: bytes.into(),
         };
         Ok((entry, signature))
@@ -173,7 +179,7 @@ impl Entry {
         Ok(Self {
             id: EntryId::of(&bytes),
             kid: header.kid,
-            payload,
+            payload: Box::new(payload),
             bytes: bytes.into(),
         })
     }
