@@ -387,7 +387,14 @@ impl ChainMeta {
 struct Writer {
     segment: u32,
     offset: u64,
+    /// The buffer a batch's frames are laid out in, kept between appends up to
+    /// [`KEPT_FRAMES_BYTES`]: a replicated page is ~0.5 MB, and memory fresh from the kernel
+    /// costs a page fault per 4 KiB each time.
+    frames: Vec<u8>,
 }
+
+/// The largest frame buffer [`Writer`] keeps for the next append.
+const KEPT_FRAMES_BYTES: usize = 4 << 20;
 
 /// The node's durable store. `Send + Sync`: share it in an `Arc`.
 pub struct Store {
@@ -1115,7 +1122,8 @@ impl<'a> Indexer<'a> {
             }
         }
         if let Record::BatchRegistered(certificate) = entry.record() {
-            self.batch.insert(id_key(P_CERT, &id), chain_seq(chain, seq));
+            self.batch
+                .insert(id_key(P_CERT, &id), chain_seq(chain, seq));
             let mut k = code_prefix(certificate.code.as_str());
             k.extend_from_slice(certificate.batch.as_bytes());
             k.push(0);
@@ -1139,11 +1147,20 @@ impl<'a> Indexer<'a> {
                 .find(|g| g.chain == anchor.chain && g.witness == *chain)
             {
                 Some(group) => group.records.push((record, waiting)),
-                None => self.anchors.push(RunAnchors {
-                    chain: anchor.chain.clone(),
-                    witness: chain.clone(),
-                    records: vec![(record, waiting)],
-                }),
+                None => {
+                    // The run's first group is sized for the rest of the run at once (a
+                    // witness's chain can be mostly anchors of one chain); later ones grow,
+                    // so a page of anchors of many chains does not reserve quadratically.
+                    let rest = self.expected.saturating_sub(self.records);
+                    let capacity = if self.anchors.is_empty() { rest } else { 1 };
+                    let mut records = Vec::with_capacity(capacity.max(1));
+                    records.push((record, waiting));
+                    self.anchors.push(RunAnchors {
+                        chain: anchor.chain.clone(),
+                        witness: chain.clone(),
+                        records,
+                    });
+                }
             }
         }
         // A registration that supersedes another certificate is part of that one's life too.
@@ -1606,6 +1623,7 @@ impl Store {
             writer: Mutex::new(Writer {
                 segment: end.0,
                 offset: end.1,
+                frames: Vec::new(),
             }),
             chains: Mutex::new(chains),
             poisoned: AtomicBool::new(false),
@@ -1750,13 +1768,10 @@ impl Store {
                 }
             }
         }
-        let mut indexer = Indexer::new(
-            &self.index,
-            &self.positions,
-            working,
-            batch.entries.len(),
-        );
-        let mut buf = Vec::with_capacity(total as usize);
+        let mut indexer = Indexer::new(&self.index, &self.positions, working, batch.entries.len());
+        let mut buf = std::mem::take(&mut writer.frames);
+        buf.clear();
+        buf.reserve(total as usize);
         for entry in &batch.entries {
             let pos = Pos {
                 segment,
@@ -1793,6 +1808,9 @@ impl Store {
         }
         writer.segment = segment;
         writer.offset = start + buf.len() as u64;
+        if buf.capacity() <= KEPT_FRAMES_BYTES {
+            writer.frames = buf;
+        }
 
         // The index.
         let touched = match indexer.commit((writer.segment, writer.offset)) {
@@ -1924,16 +1942,16 @@ impl Store {
                 let files = self.segments.read().unwrap_or_else(|e| e.into_inner());
                 files.get(first.segment as usize).cloned()
             };
-            let file = file.ok_or_else(|| {
-                corrupt(first, "the index points to a missing segment".into())
-            })?;
+            let file =
+                file.ok_or_else(|| corrupt(first, "the index points to a missing segment".into()))?;
             buf.clear();
             buf.resize((end - first.offset) as usize, 0);
             file.read_exact_at(&mut buf, first.offset)
                 .map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof => {
-                        corrupt(first, "the index points beyond the end of the segment".into())
-                    }
+                    io::ErrorKind::UnexpectedEof => corrupt(
+                        first,
+                        "the index points beyond the end of the segment".into(),
+                    ),
                     _ => StorageError::Io {
                         path: segment_path(&self.dir, first.segment),
                         source: e,
