@@ -693,8 +693,8 @@ impl Replication {
 
     async fn catch_up(&self, url: &str, chain: &OrgId, target: u64) -> Result<(), Failure> {
         let limit = self.config.limits.max_page_entries;
-        // Four stages overlap: page k+2 downloads, page k+1 is decoded and its signatures
-        // checked on every core, page k is checked in order against the tip page k-1 leaves
+        // Four stages overlap: page k+2 downloads (and starts decoding once it has), page k+1
+        // is decoded and its signatures checked on every core, page k is checked in order against the tip page k-1 leaves
         // behind (chain links, time; on the registrar's chain, authorisation and signatures
         // against the membership as it grows), and page k-1 is written and fsync'd on a
         // blocking thread. Page k is stored only after page k-1 is durable, so the chain is
@@ -725,21 +725,24 @@ impl Replication {
                     Err(failure) => break Err(failure),
                 },
             };
-            // The next page downloads while this one is decoded, and starts decoding before
-            // this one is checked in order, so the cores stay busy through the ordered check
-            // and the store.
+            // The next page downloads while this one is decoded, and starts decoding as soon
+            // as it has arrived, even while this one is still being decoded: the cores stay
+            // busy through the ordered check and the store, and through the end of this
+            // page's decoding, when fewer runs are left than there are cores.
             let after = from + decoding.len as u64;
-            let (checked, next) = if after < target {
-                let (checked, next) =
-                    tokio::join!(decoding.task, self.fetch_page(url, chain, after, limit));
-                (checked, Some(next))
-            } else {
-                (decoding.task.await, None)
+            let fetch_ahead = async {
+                if after >= target {
+                    return None;
+                }
+                match self.fetch_page(url, chain, after, limit).await {
+                    Ok(page) if !page.is_empty() => Some(self.start_decoding(page, registrar)),
+                    // Fetched again at the top of the loop, where a failure counts.
+                    _ => None,
+                }
             };
-            if let Some(Ok(page)) = next
-                && !page.is_empty()
-            {
-                ahead = Some((after, self.start_decoding(page, registrar)));
+            let (checked, next) = tokio::join!(decoding.task, fetch_ahead);
+            if let Some(next) = next {
+                ahead = Some((after, next));
             }
             let checked = match checked {
                 Ok(checked) => checked,
