@@ -625,15 +625,20 @@ async fn entries(
     let chain = org_path(&chain)?;
     let max = state.config.limits.max_page_entries;
     let limit = page.limit.unwrap_or(max).min(max);
-    let list = state
-        .ledger
-        .store()
-        .entries(&chain, page.from.unwrap_or(0), limit)?;
+    // The stored bytes as they are, straight into the body: nothing is decoded or copied
+    // per entry (the array's head, whose length depends on the count, goes in front after).
+    let mut items = CborWriter::new();
+    let count =
+        state
+            .ledger
+            .store()
+            .for_each_entry(&chain, page.from.unwrap_or(0), limit, |bytes| {
+                items.bytes(bytes);
+            })?;
     let mut w = CborWriter::new();
-    w.head(major::ARRAY, list.len() as u64);
-    for bytes in &list {
-        w.bytes(bytes);
-    }
+    w.buf.reserve(9 + items.buf.len());
+    w.head(major::ARRAY, count as u64);
+    w.raw(&items.buf);
     Ok(cbor_response(w.into_bytes(), "application/cbor"))
 }
 

@@ -693,8 +693,8 @@ impl Replication {
 
     async fn catch_up(&self, url: &str, chain: &OrgId, target: u64) -> Result<(), Failure> {
         let limit = self.config.limits.max_page_entries;
-        // Four stages overlap: page k+2 downloads, page k+1 is decoded and its signatures
-        // checked on every core, page k is checked in order against the tip page k-1 leaves
+        // Four stages overlap: page k+2 downloads (and starts decoding once it has), page k+1
+        // is decoded and its signatures checked on every core, page k is checked in order against the tip page k-1 leaves
         // behind (chain links, time; on the registrar's chain, authorisation and signatures
         // against the membership as it grows), and page k-1 is written and fsync'd on a
         // blocking thread. Page k is stored only after page k-1 is durable, so the chain is
@@ -725,21 +725,24 @@ impl Replication {
                     Err(failure) => break Err(failure),
                 },
             };
-            // The next page downloads while this one is decoded, and starts decoding before
-            // this one is checked in order, so the cores stay busy through the ordered check
-            // and the store.
+            // The next page downloads while this one is decoded, and starts decoding as soon
+            // as it has arrived, even while this one is still being decoded: the cores stay
+            // busy through the ordered check and the store, and through the end of this
+            // page's decoding, when fewer runs are left than there are cores.
             let after = from + decoding.len as u64;
-            let (checked, next) = if after < target {
-                let (checked, next) =
-                    tokio::join!(decoding.task, self.fetch_page(url, chain, after, limit));
-                (checked, Some(next))
-            } else {
-                (decoding.task.await, None)
+            let fetch_ahead = async {
+                if after >= target {
+                    return None;
+                }
+                match self.fetch_page(url, chain, after, limit).await {
+                    Ok(page) if !page.is_empty() => Some(self.start_decoding(page, registrar)),
+                    // Fetched again at the top of the loop, where a failure counts.
+                    _ => None,
+                }
             };
-            if let Some(Ok(page)) = next
-                && !page.is_empty()
-            {
-                ahead = Some((after, self.start_decoding(page, registrar)));
+            let (checked, next) = tokio::join!(decoding.task, fetch_ahead);
+            if let Some(next) = next {
+                ahead = Some((after, next));
             }
             let checked = match checked {
                 Ok(checked) => checked,
@@ -856,13 +859,38 @@ impl Replication {
     }
 
     /// Starts decoding a page (and, off the registrar's chain, checking its signatures) on the
-    /// blocking pool.
+    /// blocking pool, on every core ([`SharedPage::work`]). The pool's threads live on between
+    /// pages, so their allocator caches stay warm (a thread started per page began every page
+    /// on fresh memory, and page-faulted it in).
     fn start_decoding(&self, page: Page, registrar: bool) -> Decoding {
         let membership = (!registrar).then(|| self.ledger.membership().clone());
-        Decoding {
-            len: page.len(),
-            task: tokio::task::spawn_blocking(move || decode_page(&page, membership.as_ref())),
-        }
+        let len = page.len();
+        let threads = decoding_threads(len, membership.is_some());
+        let shared = Arc::new(SharedPage {
+            page,
+            membership,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let shared = shared.clone();
+                tokio::task::spawn_blocking(move || shared.work())
+            })
+            .collect();
+        let task = tokio::spawn(async move {
+            let mut runs = Vec::new();
+            for worker in workers {
+                // A worker that failed would leave a hole in the page: fail the whole page
+                // instead (catching up reports it as an internal failure and stores nothing
+                // of this page).
+                match worker.await {
+                    Ok(done) => runs.extend(done),
+                    Err(e) => panic!("a decoding worker failed: {e}"),
+                }
+            }
+            in_page_order(runs)
+        });
+        Decoding { len, task }
     }
 
     /// Starts storing checked entries (one append, one fsync) on a blocking thread.
@@ -1505,50 +1533,66 @@ struct Decoding {
     task: tokio::task::JoinHandle<Vec<Vec<Checked>>>,
 }
 
-/// Decodes every entry of a page and, given the membership (off the registrar's chain, where
-/// it is fixed for the page), checks its authorisation and `verify_strict` signature on every
-/// core. Returns the results in page order, in runs (not copied into one vector: an `Entry` is
-/// large).
-fn decode_page(page: &Page, membership: Option<&Membership>) -> Vec<Vec<Checked>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
-    let Some(membership) = membership.filter(|_| page.len() >= 2 * VERIFY_CLAIM && threads > 1)
-    else {
-        return vec![
-            (0..page.len())
-                .map(|i| decode_and_verify(page.get(i), membership))
-                .collect(),
-        ];
-    };
-    // Threads claim small runs of entries in turn, so one slowed by other work on its core
-    // (the previous page's ordered check and append, the download) does not hold the others
-    // up. This thread is one of them.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let work = || {
+/// A page shared by the threads decoding it ([`Replication::start_decoding`]).
+struct SharedPage {
+    page: Page,
+    membership: Option<Membership>,
+    /// The next entry no thread has claimed yet.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SharedPage {
+    /// Claims runs of [`VERIFY_CLAIM`] entries in turn until none is left, decoding each (and,
+    /// given the membership, checking its authorisation and signature); returns the runs with
+    /// where each starts. Threads that claim small runs in turn keep pace with each other when
+    /// one of them is slowed by other work on its core (the previous page's ordered check and
+    /// append, the download).
+    fn work(&self) -> Vec<(usize, Vec<Checked>)> {
         let mut done = Vec::new();
         loop {
-            let start = next.fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
-            if start >= page.len() {
+            let start = self
+                .next
+                .fetch_add(VERIFY_CLAIM, std::sync::atomic::Ordering::Relaxed);
+            if start >= self.page.len() {
                 return done;
             }
-            let end = (start + VERIFY_CLAIM).min(page.len());
+            let end = (start + VERIFY_CLAIM).min(self.page.len());
             let run: Vec<Checked> = (start..end)
-                .map(|i| decode_and_verify(page.get(i), Some(membership)))
+                .map(|i| decode_and_verify(self.page.get(i), self.membership.as_ref()))
                 .collect();
             done.push((start, run));
         }
-    };
-    let mut runs: Vec<(usize, Vec<Checked>)> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
-        let mut runs = work();
-        for helper in helpers {
-            runs.extend(helper.join().unwrap_or_default());
-        }
-        runs
-    });
+    }
+}
+
+/// How many threads decode a page of `len` entries: every core when the signatures are
+/// checked there (off the registrar's chain) and the page is large enough to share.
+fn decoding_threads(len: usize, verifying: bool) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    if verifying && len >= 2 * VERIFY_CLAIM {
+        cores
+    } else {
+        1
+    }
+}
+
+/// The runs of a page in page order (not copied into one vector: the checking walks them).
+fn in_page_order(mut runs: Vec<(usize, Vec<Checked>)>) -> Vec<Vec<Checked>> {
     runs.sort_unstable_by_key(|(start, _)| *start);
     runs.into_iter().map(|(_, run)| run).collect()
+}
+
+/// Decodes every entry of a page on this thread and, given the membership, checks its
+/// authorisation and `verify_strict` signature (a probe's page; catching up decodes on several
+/// threads, [`Replication::start_decoding`]).
+fn decode_page(page: &Page, membership: Option<&Membership>) -> Vec<Vec<Checked>> {
+    vec![
+        (0..page.len())
+            .map(|i| decode_and_verify(page.get(i), membership))
+            .collect(),
+    ]
 }
 
 /// A page's entries being written and fsync'd on a blocking thread.

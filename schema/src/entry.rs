@@ -71,8 +71,14 @@ pub struct Entry {
     bytes: Arc<[u8]>,
     id: EntryId,
     kid: KeyId,
-    payload: Payload,
+    /// Boxed: a `Payload` is ~800 bytes inline (its `Record`), and entries are moved through
+    /// vectors and channels by the thousand on the replication and audit paths, so an `Entry`
+    /// is kept to a few words.
+    payload: Box<Payload>,
 }
+
+// An entry stays a handful of words (see `payload`); moving one must not copy a record.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 96);
 
 impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
@@ -149,7 +155,7 @@ impl Entry {
         let entry = Self {
             id,
             kid,
-            payload,
+            payload: Box::new(payload),
             bytes: bytes.into(),
         };
         Ok((entry, signature))
@@ -234,7 +240,8 @@ fn id_of_parts(protected: &[u8], payload: &[u8]) -> EntryId {
 pub struct Unsigned {
     id: EntryId,
     kid: KeyId,
-    payload: Payload,
+    /// Boxed, as in [`Entry`]: a batch of these is built, moved and signed.
+    payload: Box<Payload>,
     protected: Vec<u8>,
     payload_bytes: Vec<u8>,
 }
@@ -263,7 +270,7 @@ impl Unsigned {
         Ok(Self {
             id: id_of_parts(&protected, &payload_bytes),
             kid: header.kid,
-            payload,
+            payload: Box::new(payload),
             protected,
             payload_bytes,
         })

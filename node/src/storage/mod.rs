@@ -139,7 +139,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use positions::{PositionRecord, Positions};
+use positions::{PositionRecord, Positions, RECORD_LEN};
 
 use rmledger_schema::checkpoint::{Checkpoint, MAX_CHECKPOINT_BYTES};
 use rmledger_schema::entry::{Entry, MAX_ENTRY_BYTES};
@@ -178,6 +178,9 @@ pub const FRAME_HEADER: usize = 1 + 4 + 32;
 /// How many anchor groups past the size asked for [`Store::anchors_upto`] reads for anchors
 /// within it.
 const STRADDLING_GROUPS: usize = 64;
+
+/// The most bytes of adjacent frames read with one call ([`Store::read_each`]).
+const READ_RUN_BYTES: u64 = 1 << 20;
 
 /// Records indexed per sled batch while replaying the log.
 const REPLAY_CHUNK: usize = 4096;
@@ -397,7 +400,14 @@ impl ChainMeta {
 struct Writer {
     segment: u32,
     offset: u64,
+    /// The buffer a batch's frames are laid out in, kept between appends up to
+    /// [`KEPT_FRAMES_BYTES`]: a replicated page is ~0.5 MB, and memory fresh from the kernel
+    /// costs a page fault per 4 KiB each time.
+    frames: Vec<u8>,
 }
+
+/// The largest frame buffer [`Writer`] keeps for the next append.
+const KEPT_FRAMES_BYTES: usize = 4 << 20;
 
 /// The node's durable store. `Send + Sync`: share it in an `Arc`.
 pub struct Store {
@@ -1014,6 +1024,9 @@ struct Indexer<'a> {
     anchors: Vec<RunAnchors>,
     batch: sled::Batch,
     records: usize,
+    /// How many entries this run is expected to hold (an append's batch), so a chain's position
+    /// records are allocated once instead of grown by doubling through fresh memory.
+    expected: usize,
 }
 
 /// The anchors of one run naming one chain from one witness, each with whether it waits (names
@@ -1037,6 +1050,7 @@ impl<'a> Indexer<'a> {
         index: &'a sled::Tree,
         positions: &'a Positions,
         chains: HashMap<OrgId, ChainMeta>,
+        expected: usize,
     ) -> Self {
         Self {
             index,
@@ -1048,12 +1062,19 @@ impl<'a> Indexer<'a> {
             anchors: Vec::new(),
             batch: sled::Batch::default(),
             records: 0,
+            expected,
         }
     }
 
     fn entry(&mut self, entry: &Entry, pos: Pos) -> Result<(), StorageError> {
         let chain = entry.chain();
-        let meta = self.chains.entry(chain.clone()).or_default();
+        if !self.chains.contains_key(chain) {
+            self.chains.insert(chain.clone(), ChainMeta::default());
+        }
+        let meta = self
+            .chains
+            .get_mut(chain)
+            .unwrap_or_else(|| unreachable!("inserted above"));
         if entry.seq() != meta.size() {
             return Err(StorageError::Inconsistent(format!(
                 "chain {chain}: entry {} has seq {}, the chain has {} entries",
@@ -1080,7 +1101,6 @@ impl<'a> Indexer<'a> {
         }
         let seq = entry.seq();
         let id = entry.id();
-        let at = chain_seq(chain, seq);
         // The position, leaf hash (level 0 of the tree) and id go to the chain's position
         // file. Only complete subtrees of level >= LOWEST_STORED_LEVEL get `n` keys (one per
         // 2^LOWEST_STORED_LEVEL entries instead of ~1 per entry); lower ones are folded from
@@ -1096,8 +1116,8 @@ impl<'a> Indexer<'a> {
                 self.pending.push(PendingRecords {
                     chain: chain.clone(),
                     first: seq,
-                    records: Vec::new(),
-                    ids: Vec::new(),
+                    records: Vec::with_capacity(self.expected * RECORD_LEN as usize),
+                    ids: Vec::with_capacity(self.expected),
                 });
                 self.pending.last_mut().unwrap_or_else(|| unreachable!())
             }
@@ -1115,7 +1135,8 @@ impl<'a> Indexer<'a> {
             }
         }
         if let Record::BatchRegistered(certificate) = entry.record() {
-            self.batch.insert(id_key(P_CERT, &id), at.clone());
+            self.batch
+                .insert(id_key(P_CERT, &id), chain_seq(chain, seq));
             let mut k = code_prefix(certificate.code.as_str());
             k.extend_from_slice(certificate.batch.as_bytes());
             k.push(0);
@@ -1139,17 +1160,26 @@ impl<'a> Indexer<'a> {
                 .find(|g| g.chain == anchor.chain && g.witness == *chain)
             {
                 Some(group) => group.records.push((record, waiting)),
-                None => self.anchors.push(RunAnchors {
-                    chain: anchor.chain.clone(),
-                    witness: chain.clone(),
-                    records: vec![(record, waiting)],
-                }),
+                None => {
+                    // The run's first group is sized for the rest of the run at once (a
+                    // witness's chain can be mostly anchors of one chain); later ones grow,
+                    // so a page of anchors of many chains does not reserve quadratically.
+                    let rest = self.expected.saturating_sub(self.records);
+                    let capacity = if self.anchors.is_empty() { rest } else { 1 };
+                    let mut records = Vec::with_capacity(capacity.max(1));
+                    records.push((record, waiting));
+                    self.anchors.push(RunAnchors {
+                        chain: anchor.chain.clone(),
+                        witness: chain.clone(),
+                        records,
+                    });
+                }
             }
         }
         // A registration that supersedes another certificate is part of that one's life too.
         for cert in entry.certificates() {
             let mut k = id_key(P_EVENT, &cert);
-            k.extend_from_slice(&at);
+            k.extend_from_slice(&chain_seq(chain, seq));
             self.batch.insert(k, EMPTY);
         }
         self.records += 1;
@@ -1333,7 +1363,7 @@ impl Opening {
         chains: HashMap<OrgId, ChainMeta>,
         start: (u32, u64),
     ) -> Result<Replayed, StorageError> {
-        let mut indexer = Indexer::new(index, positions, chains);
+        let mut indexer = Indexer::new(index, positions, chains, 0);
         let mut at = start;
         // Entries of the writer's chain read since its last checkpoint, with the log position
         // before the first of them. A commit writes its entries and then its checkpoint, so
@@ -1677,6 +1707,7 @@ impl Store {
             writer: Mutex::new(Writer {
                 segment: end.0,
                 offset: end.1,
+                frames: Vec::new(),
             }),
             chains: Mutex::new(chains),
             poisoned: AtomicBool::new(false),
@@ -1821,8 +1852,10 @@ impl Store {
                 }
             }
         }
-        let mut indexer = Indexer::new(&self.index, &self.positions, working);
-        let mut buf = Vec::with_capacity(total as usize);
+        let mut indexer = Indexer::new(&self.index, &self.positions, working, batch.entries.len());
+        let mut buf = std::mem::take(&mut writer.frames);
+        buf.clear();
+        buf.reserve(total as usize);
         for entry in &batch.entries {
             let pos = Pos {
                 segment,
@@ -1859,6 +1892,9 @@ impl Store {
         }
         writer.segment = segment;
         writer.offset = start + buf.len() as u64;
+        if buf.capacity() <= KEPT_FRAMES_BYTES {
+            writer.frames = buf;
+        }
 
         // The index.
         let touched = match indexer.commit((writer.segment, writer.offset)) {
@@ -1949,42 +1985,88 @@ impl Store {
 
     /// Reads and checks one frame.
     fn read(&self, pos: Pos, expect: RecordType) -> Result<Vec<u8>, StorageError> {
-        let file = {
-            let files = self.segments.read().unwrap_or_else(|e| e.into_inner());
-            files.get(pos.segment as usize).cloned()
-        };
-        let corrupt = |detail: String| StorageError::Corrupt {
-            segment: pos.segment,
-            offset: pos.offset,
-            detail,
-        };
-        let file = file.ok_or_else(|| corrupt("the index points to a missing segment".into()))?;
-        let mut buf = vec![0u8; FRAME_HEADER + pos.len as usize];
-        file.read_exact_at(&mut buf, pos.offset)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => {
-                    corrupt("the index points beyond the end of the segment".into())
+        let mut out = None;
+        self.read_each(&[pos], expect, |bytes| out = Some(bytes.to_vec()))?;
+        out.ok_or_else(|| StorageError::Inconsistent("no frame read".into()))
+    }
+
+    /// Reads and checks the frames at `positions` in order, handing each record's bytes to
+    /// `each`. Frames that follow each other in one segment (a chain written by one node, a
+    /// replicated page) are read with one call of up to [`READ_RUN_BYTES`], so serving a page
+    /// costs a few reads instead of one per entry; every frame's header and hash are still
+    /// checked.
+    fn read_each(
+        &self,
+        positions: &[Pos],
+        expect: RecordType,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<(), StorageError> {
+        let frame_len = |pos: &Pos| FRAME_HEADER as u64 + u64::from(pos.len);
+        let mut buf = Vec::new();
+        let mut rest = positions;
+        while let Some(first) = rest.first() {
+            let mut end = first.offset + frame_len(first);
+            let mut run = 1;
+            for pos in &rest[1..] {
+                if pos.segment != first.segment
+                    || pos.offset != end
+                    || end - first.offset + frame_len(pos) > READ_RUN_BYTES
+                {
+                    break;
                 }
-                _ => StorageError::Io {
-                    path: segment_path(&self.dir, pos.segment),
-                    source: e,
-                },
-            })?;
-        let header: [u8; FRAME_HEADER] = buf[..FRAME_HEADER]
-            .try_into()
-            .map_err(|_| corrupt("short frame".into()))?;
-        let (kind, len, hash) = parse_header(&header).map_err(corrupt)?;
-        if kind != expect || len != pos.len as usize {
-            return Err(corrupt(format!(
-                "frame is a {kind:?} of {len} bytes, the index expects a {expect:?} of {}",
-                pos.len
-            )));
+                end += frame_len(pos);
+                run += 1;
+            }
+            let corrupt = |pos: &Pos, detail: String| StorageError::Corrupt {
+                segment: pos.segment,
+                offset: pos.offset,
+                detail,
+            };
+            let file = {
+                let files = self.segments.read().unwrap_or_else(|e| e.into_inner());
+                files.get(first.segment as usize).cloned()
+            };
+            let file =
+                file.ok_or_else(|| corrupt(first, "the index points to a missing segment".into()))?;
+            buf.clear();
+            buf.resize((end - first.offset) as usize, 0);
+            file.read_exact_at(&mut buf, first.offset)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::UnexpectedEof => corrupt(
+                        first,
+                        "the index points beyond the end of the segment".into(),
+                    ),
+                    _ => StorageError::Io {
+                        path: segment_path(&self.dir, first.segment),
+                        source: e,
+                    },
+                })?;
+            let mut at = 0usize;
+            for pos in &rest[..run] {
+                let frame = &buf[at..at + frame_len(pos) as usize];
+                at += frame.len();
+                let header: &[u8; FRAME_HEADER] = frame[..FRAME_HEADER]
+                    .try_into()
+                    .map_err(|_| corrupt(pos, "short frame".into()))?;
+                let (kind, len, hash) = parse_header(header).map_err(|d| corrupt(pos, d))?;
+                if kind != expect || len != pos.len as usize {
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "frame is a {kind:?} of {len} bytes, the index expects a {expect:?} of {}",
+                            pos.len
+                        ),
+                    ));
+                }
+                let bytes = &frame[FRAME_HEADER..];
+                if *blake3::hash(bytes).as_bytes() != hash {
+                    return Err(corrupt(pos, "frame hash mismatch".into()));
+                }
+                each(bytes);
+            }
+            rest = &rest[run..];
         }
-        buf.drain(..FRAME_HEADER);
-        if *blake3::hash(&buf).as_bytes() != hash {
-            return Err(corrupt("frame hash mismatch".into()));
-        }
-        Ok(buf)
+        Ok(())
     }
 
     fn pos_value(v: &[u8]) -> Result<Pos, StorageError> {
@@ -2003,13 +2085,27 @@ impl Store {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let mut out = Vec::new();
+        self.for_each_entry(chain, from, limit, |bytes| out.push(bytes.to_vec()))?;
+        Ok(out)
+    }
+
+    /// Hands up to `limit` entries of `chain` from `from` on to `each`, in order, without
+    /// copying each into its own buffer (serving a page); returns how many.
+    pub fn for_each_entry(
+        &self,
+        chain: &OrgId,
+        from: u64,
+        limit: usize,
+        each: impl FnMut(&[u8]),
+    ) -> Result<usize, StorageError> {
         // Only records below the published size: they are completely written.
         let count = self
             .chain_size(chain)
             .saturating_sub(from)
             .min(limit as u64);
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(0);
         }
         let records = self.positions.read(chain, from, count)?;
         if records.len() as u64 != count {
@@ -2018,10 +2114,9 @@ impl Store {
                 from + records.len() as u64
             )));
         }
-        records
-            .into_iter()
-            .map(|r| self.read(r.pos, RecordType::Entry))
-            .collect()
+        let positions: Vec<Pos> = records.iter().map(|r| r.pos).collect();
+        self.read_each(&positions, RecordType::Entry, each)?;
+        Ok(positions.len())
     }
 
     /// Where the entry with this id is: (chain, seq).
