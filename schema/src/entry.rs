@@ -287,21 +287,7 @@ impl Unsigned {
     /// Signs the entry with `key`, which must be the key it was built for.
     pub fn sign(self, key: &SigningKey) -> Entry {
         debug_assert_eq!(cose::key_id(&key.verifying_key()), self.kid);
-        let frame = cose::SigStructureFrame::new(self.protected.len(), self.payload_bytes.len());
-        let mut message = Vec::with_capacity(
-            frame.before.len()
-                + self.protected.len()
-                + frame.between.len()
-                + self.payload_bytes.len(),
-        );
-        for piece in [
-            &frame.before,
-            &self.protected,
-            &frame.between,
-            &self.payload_bytes,
-        ] {
-            message.extend_from_slice(piece);
-        }
+        let message = cose::sig_structure(&self.protected, &self.payload_bytes);
         let signature = key.sign(&message).to_bytes();
         let bytes = cose::assemble(&self.protected, &[0xa0], &self.payload_bytes, &signature);
         debug_assert_eq!(

@@ -1422,17 +1422,15 @@ impl Opening {
                             RecordType::Entry => {
                                 let entry = Entry::decode(&bytes)
                                     .map_err(|e| corrupt(format!("entry does not decode: {e}")))?;
-                                if self.writer_chain.as_ref() == Some(entry.chain()) {
-                                    if held.is_empty() {
-                                        held_from = at;
-                                    }
-                                    held.push((entry, pos));
-                                } else {
+                                // Indexed in order: held back only while entries of the
+                                // writer's chain wait for their checkpoint.
+                                let writer = self.writer_chain.as_ref() == Some(entry.chain());
+                                if held.is_empty() {
+                                    held_from = at;
+                                }
+                                held.push((entry, pos));
+                                if !writer {
                                     index_held(&mut indexer, &mut held)?;
-                                    indexer.entry(&entry, pos).map_err(|e| match e {
-                                        StorageError::Inconsistent(d) => corrupt(d),
-                                        e => e,
-                                    })?;
                                 }
                             }
                             RecordType::Checkpoint => {
