@@ -615,7 +615,13 @@ async fn chains(State(state): State<AppState>) -> Json<serde_json::Value> {
 struct Page {
     from: Option<u64>,
     limit: Option<usize>,
+    /// The largest body the caller accepts (a replicating peer sends its own limit).
+    max_bytes: Option<usize>,
 }
+
+/// The largest page body `/entries` builds, whatever the caller accepts: 1000 entries of up
+/// to 64 KiB each would otherwise make a 64 MiB body, more than a peer takes by default.
+pub const MAX_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 async fn entries(
     State(state): State<AppState>,
@@ -625,16 +631,24 @@ async fn entries(
     let chain = org_path(&chain)?;
     let max = state.config.limits.max_page_entries;
     let limit = page.limit.unwrap_or(max).min(max);
+    // The array's head takes at most 9 bytes of the budget.
+    let max_bytes = page
+        .max_bytes
+        .unwrap_or(MAX_PAGE_BYTES)
+        .min(MAX_PAGE_BYTES)
+        .saturating_sub(9);
     // The stored bytes as they are, straight into the body: nothing is decoded or copied
     // per entry (the array's head, whose length depends on the count, goes in front after).
     let mut items = CborWriter::new();
-    let count =
-        state
-            .ledger
-            .store()
-            .for_each_entry(&chain, page.from.unwrap_or(0), limit, |bytes| {
-                items.bytes(bytes);
-            })?;
+    let count = state.ledger.store().for_each_entry(
+        &chain,
+        page.from.unwrap_or(0),
+        limit,
+        max_bytes,
+        |bytes| {
+            items.bytes(bytes);
+        },
+    )?;
     let mut w = CborWriter::new();
     w.buf.reserve(9 + items.buf.len());
     w.head(major::ARRAY, count as u64);

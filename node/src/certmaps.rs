@@ -114,19 +114,23 @@ impl CertMaps {
     /// skipped (the writer counted them before storing them); a gap is filled from the store.
     pub fn apply(&self, store: &Store, entries: &[Entry]) -> Result<(), LedgerError> {
         let mut chains = self.lock();
-        for entry in entries {
-            let chain_map = chains.entry(entry.chain().clone()).or_default();
-            if entry.seq() < chain_map.size {
-                continue;
+        // Runs of one chain's entries (a replicated page is one run): one map lookup and one
+        // snapshot per run, not per entry.
+        for run in entries.chunk_by(|a, b| a.chain() == b.chain()) {
+            let chain = run[0].chain();
+            let chain_map = match chains.get_mut(chain) {
+                Some(chain_map) => chain_map,
+                None => chains.entry(chain.clone()).or_default(),
+            };
+            for entry in run {
+                if entry.seq() < chain_map.size {
+                    continue;
+                }
+                seek(store, chain, chain_map, entry.seq())?;
+                chain_map.map.record_entry(entry);
+                chain_map.size += 1;
             }
-            seek(store, entry.chain(), chain_map, entry.seq())?;
-            chain_map.map.record_entry(entry);
-            chain_map.size += 1;
-        }
-        for chain in entries.iter().map(Entry::chain) {
-            if let Some(chain_map) = chains.get_mut(chain) {
-                chain_map.snapshot();
-            }
+            chain_map.snapshot();
         }
         Ok(())
     }

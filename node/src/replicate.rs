@@ -629,9 +629,11 @@ impl Replication {
         from: u64,
         limit: usize,
     ) -> Result<Page, Failure> {
+        // Our body limit goes along: the peer cuts the page short rather than send more.
+        let max_bytes = self.config.limits.max_replication_body_bytes;
         let body = self
             .get(&format!(
-                "{url}/v1/chains/{chain}/entries?from={from}&limit={limit}"
+                "{url}/v1/chains/{chain}/entries?from={from}&limit={limit}&max_bytes={max_bytes}"
             ))
             .await
             .map_err(|f| f.at(chain, Some(from)))?
@@ -1505,7 +1507,7 @@ fn decode_and_verify(
             return None;
         }
         let (member, key) = membership.key(&kid)?;
-        (member.org == payload.chain).then_some(&key.verifying_key)
+        (member.org == payload.chain).then_some(key)
     })
     .map_err(undecodable)?;
     let verdict = match membership.authorise(&entry) {

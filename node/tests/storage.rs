@@ -286,6 +286,27 @@ fn check_against(store: &Store, writers: &[&Writer]) {
 }
 
 #[test]
+fn a_page_stops_at_its_byte_budget_but_always_holds_one_entry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, _producer, lab) = populated(tmp.path(), small());
+    let page = |from: u64, max_bytes: usize| {
+        let mut got = Vec::new();
+        let count = store
+            .for_each_entry(&lab.chain, from, 1000, max_bytes, |b| got.push(b.to_vec()))
+            .unwrap();
+        assert_eq!(count, got.len());
+        got
+    };
+    // Exactly three entries fit (each counted with a 5-byte head); a byte less, two.
+    let three: usize = lab.bytes[2..5].iter().map(|b| b.len() + 5).sum();
+    assert_eq!(page(2, three), lab.bytes[2..5].to_vec());
+    assert_eq!(page(2, three - 1), lab.bytes[2..4].to_vec());
+    // A budget smaller than one entry still hands on one: catching up never stalls.
+    assert_eq!(page(2, 1), lab.bytes[2..3].to_vec());
+    assert_eq!(page(0, usize::MAX), lab.bytes.to_vec());
+}
+
+#[test]
 fn append_and_read_back_exact_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, producer, lab) = populated(tmp.path(), small());

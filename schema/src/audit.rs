@@ -462,7 +462,7 @@ fn check_one(bytes: &[u8], chain: &OrgId, membership: &Membership, authorise: bo
             return None;
         }
         let (member, key) = membership.key(&kid)?;
-        (member.org == payload.chain).then_some(&key.verifying_key)
+        (member.org == payload.chain).then_some(key)
     });
     let (entry, signature) = match decoded {
         Ok((entry, Some(signature))) => {

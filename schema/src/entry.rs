@@ -15,6 +15,7 @@ use sha2::Digest as _;
 
 use crate::cbor::{self, CborError};
 use crate::cose::{self, CoseError, ProtectedHeader, Sign1};
+use crate::federation::MemberKey;
 use crate::ids::{CertificateId, EntryId, FederationId, KeyId, OrgId, TreeHash};
 use crate::records::Record;
 
@@ -126,13 +127,13 @@ impl Entry {
         Self::decode_and_verify(bytes, |_, _| None).map(|(entry, _)| entry)
     }
 
-    /// [`Entry::decode`] and, when `key_for` gives a key for the entry's kid and payload, the
+    /// [`Entry::decode`] and, when `key_for` gives a member key for the entry's kid and payload, the
     /// check of [`Entry::verify_signature`] over the same parse: one canonical walk of the
     /// envelope instead of two (the audit's hot path). The signature result is `None` when
     /// `key_for` gave no key.
     pub fn decode_and_verify<'k>(
         bytes: &[u8],
-        key_for: impl FnOnce(KeyId, &Payload) -> Option<&'k VerifyingKey>,
+        key_for: impl FnOnce(KeyId, &Payload) -> Option<&'k MemberKey>,
     ) -> Result<(Self, Option<Result<(), CoseError>>), EntryError> {
         let sign1 = Sign1::parse(bytes, MAX_ENTRY_BYTES, cose::content_type::ENTRY)?;
         sign1.require_empty_unprotected()?;
@@ -146,11 +147,13 @@ impl Entry {
         check_payload(&payload, &sign1.header)?;
         let kid = sign1.header.kid;
         let id = id_of_parts(sign1.protected, sign1.payload);
+        // The member key's id was derived from its public key when it was enrolled: comparing
+        // it is the same check as deriving the id again, without a BLAKE3 per entry.
         let signature = key_for(kid, &payload).map(|key| {
-            if cose::key_id(key) != kid {
+            if key.kid != kid {
                 return Err(CoseError::BadSignature);
             }
-            sign1.verify(key)
+            sign1.verify(&key.verifying_key)
         });
         let entry = Self {
             id,

@@ -161,7 +161,10 @@ impl EntryId {
     /// structure is hashed in the pieces it is framed in, without copying it). Entries compute
     /// their id themselves; see [`crate::entry::Entry::id_of`] for the id of stored bytes.
     pub fn of_sig_structure<'a>(pieces: impl IntoIterator<Item = &'a [u8]>) -> Self {
-        let mut hasher = blake3::Hasher::new_derive_key(ctx::ENTRY);
+        // The hasher keyed with the context is built once: deriving it is a BLAKE3 of its own.
+        static ENTRY_HASHER: std::sync::LazyLock<blake3::Hasher> =
+            std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(ctx::ENTRY));
+        let mut hasher = ENTRY_HASHER.clone();
         for piece in pieces {
             hasher.update(piece);
         }

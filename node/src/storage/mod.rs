@@ -2084,17 +2084,23 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<Vec<u8>>, StorageError> {
         let mut out = Vec::new();
-        self.for_each_entry(chain, from, limit, |bytes| out.push(bytes.to_vec()))?;
+        self.for_each_entry(chain, from, limit, usize::MAX, |bytes| {
+            out.push(bytes.to_vec())
+        })?;
         Ok(out)
     }
 
     /// Hands up to `limit` entries of `chain` from `from` on to `each`, in order, without
-    /// copying each into its own buffer (serving a page); returns how many.
+    /// copying each into its own buffer (serving a page); returns how many. The entries handed
+    /// on, each counted with a CBOR byte-string head of at most 5 bytes, stay within
+    /// `max_bytes`, except that the first is handed on whatever its size (so a page always
+    /// makes progress).
     pub fn for_each_entry(
         &self,
         chain: &OrgId,
         from: u64,
         limit: usize,
+        max_bytes: usize,
         each: impl FnMut(&[u8]),
     ) -> Result<usize, StorageError> {
         // Only records below the published size: they are completely written.
@@ -2112,7 +2118,19 @@ impl Store {
                 from + records.len() as u64
             )));
         }
-        let positions: Vec<Pos> = records.iter().map(|r| r.pos).collect();
+        let mut budget = max_bytes;
+        let positions: Vec<Pos> = records
+            .iter()
+            .map(|r| r.pos)
+            .enumerate()
+            .take_while(|(i, pos)| {
+                let size = pos.len as usize + 5;
+                let fits = size <= budget;
+                budget = budget.saturating_sub(size);
+                fits || *i == 0
+            })
+            .map(|(_, pos)| pos)
+            .collect();
         self.read_each(&positions, RecordType::Entry, each)?;
         Ok(positions.len())
     }
