@@ -132,8 +132,9 @@ fn main() -> ExitCode {
 
 /// Turns transparent huge pages off for this process. mimalloc returns freed memory to the
 /// kernel after a delay and touches it again later; with huge pages each such touch makes the
-/// kernel zero 2 MiB. In the catch-up benchmark that zeroing was 5–6 µs of kernel time per
-/// replicated entry, about 1.2 µs without (docs/performance.md). Failure only costs that time.
+/// kernel zero 2 MiB. In the catch-up benchmark the mirror's kernel time was 4.3–6.4 µs per
+/// replicated entry with them, 0.9–2.0 µs without (docs/performance.md). Failure only costs
+/// that time.
 #[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes a flag of this process.

@@ -127,10 +127,10 @@ impl Entry {
         Self::decode_and_verify(bytes, |_, _| None).map(|(entry, _)| entry)
     }
 
-    /// [`Entry::decode`] and, when `key_for` gives a member key for the entry's kid and payload, the
-    /// check of [`Entry::verify_signature`] over the same parse: one canonical walk of the
-    /// envelope instead of two (the audit's hot path). The signature result is `None` when
-    /// `key_for` gave no key.
+    /// [`Entry::decode`] and, when `key_for` gives a member key for the entry's kid and
+    /// payload, the check of [`Entry::verify_signature`] over the same parse: one canonical walk
+    /// of the envelope instead of two (the audit's hot path). The signature result is `None`
+    /// when `key_for` gave no key.
     pub fn decode_and_verify<'k>(
         bytes: &[u8],
         key_for: impl FnOnce(KeyId, &Payload) -> Option<&'k MemberKey>,

@@ -3,8 +3,7 @@
 //! - `write URL TOKEN COUNT CONCURRENCY`: writes COUNT small Anchor records through the API,
 //!   CONCURRENCY requests in flight (the node group-commits them).
 //! - `wait URL CHAIN SIZE TIMEOUT_S`: polls `GET /v1/chains` (every 2–20 ms, closer together
-//!   near the end) until CHAIN holds SIZE
-//!   entries; prints the seconds it took.
+//!   near the end) until CHAIN holds SIZE entries; prints the seconds it took.
 //! - `verify-rate SECONDS`: the raw `verify_strict` rate of this machine (and the CPU time of one
 //!   check on one thread, which does not depend on how busy the machine is) over a real entry's
 //!   COSE Sig_structure, on one thread and on every core; prints both per second.

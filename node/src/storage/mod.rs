@@ -2118,19 +2118,16 @@ impl Store {
                 from + records.len() as u64
             )));
         }
-        let mut budget = max_bytes;
-        let positions: Vec<Pos> = records
-            .iter()
-            .map(|r| r.pos)
-            .enumerate()
-            .take_while(|(i, pos)| {
-                let size = pos.len as usize + 5;
-                let fits = size <= budget;
-                budget = budget.saturating_sub(size);
-                fits || *i == 0
-            })
-            .map(|(_, pos)| pos)
-            .collect();
+        let mut left = max_bytes;
+        let mut positions = Vec::with_capacity(records.len());
+        for record in &records {
+            let size = record.pos.len as usize + 5;
+            if size > left && !positions.is_empty() {
+                break;
+            }
+            left = left.saturating_sub(size);
+            positions.push(record.pos);
+        }
         self.read_each(&positions, RecordType::Entry, each)?;
         Ok(positions.len())
     }
