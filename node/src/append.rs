@@ -617,7 +617,7 @@ const PARALLEL_SIGNING_FROM: usize = 4;
 /// into one contiguous run per thread. The ids and links were fixed when the entries were
 /// built, so the order of signing does not matter.
 fn sign_all(key: &SigningKey, unsigned: Vec<Unsigned>) -> Vec<Entry> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::cores();
     if cores < 2 || unsigned.len() < PARALLEL_SIGNING_FROM {
         return unsigned.into_iter().map(|u| u.sign(key)).collect();
     }

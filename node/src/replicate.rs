@@ -1167,11 +1167,23 @@ impl Replication {
     /// the anchors waiting for the chain these entries grew.
     fn after_store(&self, entries: &[Entry]) {
         let store = self.store();
+        // The size of the chain the previous anchor named: a witness's anchors come in runs
+        // naming one chain. Read after the store, it is at least the size the index judged
+        // each anchor by, so every anchor that did not wait there is checked here.
+        let mut held: Option<(&OrgId, u64)> = None;
         for entry in entries {
-            if let Record::Anchor(anchor) = entry.record()
-                && anchor.size > 0
-                && anchor.size <= store.chain_size(&anchor.chain)
-            {
+            let Record::Anchor(anchor) = entry.record() else {
+                continue;
+            };
+            let size = match held {
+                Some((chain, size)) if *chain == anchor.chain => size,
+                _ => {
+                    let size = store.chain_size(&anchor.chain);
+                    held = Some((&anchor.chain, size));
+                    size
+                }
+            };
+            if anchor.size > 0 && anchor.size <= size {
                 // Not in the index (it named a size held when it was stored): judge it now.
                 let reference = AnchorRef {
                     chain: anchor.chain.clone(),
@@ -1570,9 +1582,7 @@ impl SharedPage {
 /// How many threads decode a page of `len` entries: every core when the signatures are
 /// checked there (off the registrar's chain) and the page is large enough to share.
 fn decoding_threads(len: usize, verifying: bool) -> usize {
-    let cores = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
+    let cores = crate::cores().clamp(1, 8);
     if verifying && len >= 2 * VERIFY_CLAIM {
         cores
     } else {

@@ -196,9 +196,20 @@ impl<'a> Reader<'a> {
 
     /// Skips one whole item, checking it is canonical; returns its bytes.
     pub fn item(&mut self) -> Result<&'a [u8], CborError> {
+        self.item_at(0)
+    }
+
+    /// [`Reader::item`] for an item nested `depth` levels inside the one being read, whose
+    /// nesting counts toward [`MAX_DEPTH`] as in a walk of the whole.
+    pub fn item_at(&mut self, depth: usize) -> Result<&'a [u8], CborError> {
         let start = self.pos;
-        self.check_item(0)?;
+        self.check_item(depth)?;
         Ok(&self.bytes[start..self.pos])
+    }
+
+    /// The next byte, not consumed.
+    pub fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
     }
 
     fn check_item(&mut self, depth: usize) -> Result<(), CborError> {
@@ -354,9 +365,14 @@ pub fn from_canonical<T: Serialize + DeserializeOwned>(
     max_len: usize,
 ) -> Result<T, CborError> {
     check_canonical(bytes, max_len)?;
-    let value: T =
-        cbor4ii::serde::from_slice(bytes).map_err(|e| CborError::Shape(e.to_string()))?;
-    if !encodes_to(&value, bytes)? {
+    from_checked_item(bytes)
+}
+
+/// [`from_canonical`] of one item a strict walk already found canonical ([`Reader::item`]):
+/// serde, then the re-encoding must reproduce it.
+pub fn from_checked_item<T: Serialize + DeserializeOwned>(item: &[u8]) -> Result<T, CborError> {
+    let value: T = cbor4ii::serde::from_slice(item).map_err(|e| CborError::Shape(e.to_string()))?;
+    if !encodes_to(&value, item)? {
         return Err(CborError::NotCanonical);
     }
     Ok(value)

@@ -17,6 +17,8 @@ use crate::ids::KeyId;
 pub const TAG_COSE_SIGN1: u64 = 18;
 /// COSE algorithm id of EdDSA (RFC 9053 §2.2).
 pub const ALG_EDDSA: i64 = -8;
+/// The largest protected header accepted, in bytes.
+const MAX_HEADER_BYTES: usize = 4096;
 
 /// Header labels (RFC 9052 §3.1, RFC 9597 §2, RFC 9942 §5).
 pub mod label {
@@ -102,7 +104,19 @@ impl ProtectedHeader {
 
     /// Decodes the header map strictly: exactly the labels above, in canonical order.
     pub fn decode(bytes: &[u8]) -> Result<Self, CoseError> {
-        cbor::check_canonical(bytes, 4096)?;
+        // The reading below is canonical by itself (a strict reader, the labels in canonical
+        // order, nothing after the map), so the canonical walk first, twice over the same
+        // bytes, is only needed to name what is wrong with bytes it refuses.
+        if bytes.len() <= MAX_HEADER_BYTES
+            && let Ok(header) = Self::read(bytes)
+        {
+            return Ok(header);
+        }
+        cbor::check_canonical(bytes, MAX_HEADER_BYTES)?;
+        Self::read(bytes)
+    }
+
+    fn read(bytes: &[u8]) -> Result<Self, CoseError> {
         let header = |msg: &str| CoseError::Header(msg.to_owned());
         let mut r = Reader::new(bytes);
         let pairs = r.map()?;
@@ -146,6 +160,11 @@ impl ProtectedHeader {
         } else {
             None
         };
+        if !r.is_empty() {
+            return Err(CoseError::Cbor(CborError::Trailing {
+                count: bytes.len() - r.position(),
+            }));
+        }
         Ok(Self {
             content_type,
             kid,
@@ -337,8 +356,36 @@ mod tests {
         for vds in [None, Some(VDS_RFC9162_SHA256)] {
             let h = ProtectedHeader { vds, ..header() };
             let bytes = h.encode();
-            assert_eq!(cbor::check_canonical(&bytes, 4096), Ok(()));
+            assert_eq!(cbor::check_canonical(&bytes, MAX_HEADER_BYTES), Ok(()));
             assert_eq!(ProtectedHeader::decode(&bytes).unwrap(), h);
+        }
+    }
+
+    #[test]
+    fn a_header_is_read_only_when_canonical() {
+        // `decode` reads before it walks: no one-byte change, cut or trailing byte of a header
+        // that is not canonical is accepted, and each is refused with the walk's error.
+        for vds in [None, Some(VDS_RFC9162_SHA256)] {
+            let bytes = ProtectedHeader { vds, ..header() }.encode();
+            let mut variants = vec![[&bytes[..], &[0x00]].concat()];
+            for at in 0..bytes.len() {
+                variants.push(bytes[..at].to_vec());
+                for byte in 0..=255u8 {
+                    let mut changed = bytes.clone();
+                    changed[at] = byte;
+                    variants.push(changed);
+                }
+            }
+            for variant in variants {
+                // Canonical bytes get the reading's verdict, as before; others the walk's error.
+                if let Err(e) = cbor::check_canonical(&variant, MAX_HEADER_BYTES) {
+                    assert_eq!(
+                        ProtectedHeader::decode(&variant),
+                        Err(CoseError::Cbor(e)),
+                        "{variant:02x?}"
+                    );
+                }
+            }
         }
     }
 

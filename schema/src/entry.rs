@@ -17,7 +17,7 @@ use crate::cbor::{self, CborError};
 use crate::cose::{self, CoseError, ProtectedHeader, Sign1};
 use crate::federation::MemberKey;
 use crate::ids::{CertificateId, EntryId, FederationId, KeyId, OrgId, TreeHash};
-use crate::records::Record;
+use crate::records::{Anchor, Record};
 
 /// The payload version this code writes and accepts.
 pub const VERSION: u64 = 1;
@@ -46,6 +46,103 @@ pub struct Payload {
     pub time_unix_ms: u64,
     pub chain: OrgId,
 }
+
+impl Payload {
+    /// Decodes a payload from canonical CBOR of at most [`MAX_ENTRY_BYTES`]: the value and
+    /// verdict of `cbor::from_canonical::<Payload>`, in one strict pass over the fields
+    /// ([`read_in_order`]). Bytes that pass fails go through `from_canonical`, which names
+    /// what is wrong with them.
+    pub fn decode(bytes: &[u8]) -> Result<Self, CborError> {
+        match read_in_order(bytes) {
+            Some(payload) => Ok(payload),
+            None => cbor::from_canonical(bytes, MAX_ENTRY_BYTES),
+        }
+    }
+}
+
+/// Reads a payload's eight fields in canonical key order with the strict reader, and its
+/// record with serde and the re-encoding check ([`cbor::from_checked_item`]); `None` at the
+/// first byte it does not expect. What it accepts, `cbor::from_canonical` accepts with the
+/// same value: the reader refuses non-minimal heads, indefinite lengths and invalid text, the
+/// fixed key order is the canonical one, the record's item is walked at the depth it has in
+/// the whole, and each field has one encoding (`prev` is null or 32 bytes). Replicating and
+/// auditing decode every entry, and this is ~2x faster than the canonical walk, serde over the
+/// whole payload and its re-encoding.
+fn read_in_order(bytes: &[u8]) -> Option<Payload> {
+    if bytes.len() > MAX_ENTRY_BYTES {
+        return None;
+    }
+    let mut r = cbor::Reader::new(bytes);
+    if r.map().ok()? != 8 {
+        return None;
+    }
+    field(&mut r, "v")?;
+    let version = r.unsigned().ok()?;
+    field(&mut r, "op")?;
+    let operator = r.text().ok()?.to_owned();
+    field(&mut r, "fed")?;
+    let federation = FederationId::from_slice(r.bytes().ok()?).ok()?;
+    field(&mut r, "rec")?;
+    let record = r.item_at(1).ok()?;
+    let record = match read_anchor(record) {
+        Some(anchor) => Record::Anchor(anchor),
+        None => cbor::from_checked_item(record).ok()?,
+    };
+    field(&mut r, "seq")?;
+    let seq = r.unsigned().ok()?;
+    field(&mut r, "prev")?;
+    let prev = if r.peek() == Some(NULL) {
+        r.head().ok()?;
+        None
+    } else {
+        Some(EntryId::from_slice(r.bytes().ok()?).ok()?)
+    };
+    field(&mut r, "time")?;
+    let time_unix_ms = r.unsigned().ok()?;
+    field(&mut r, "chain")?;
+    let chain = OrgId::new(r.text().ok()?).ok()?;
+    if !r.is_empty() {
+        return None;
+    }
+    Some(Payload {
+        version,
+        operator,
+        federation,
+        record,
+        seq,
+        prev,
+        time_unix_ms,
+        chain,
+    })
+}
+
+/// An `Anchor` record read field by field, as [`read_in_order`] reads the payload (a witness's
+/// chain is mostly anchors; any other record goes through serde); `None` if it is not one.
+fn read_anchor(item: &[u8]) -> Option<Anchor> {
+    let mut r = cbor::Reader::new(item);
+    if r.map().ok()? != 1 {
+        return None;
+    }
+    field(&mut r, "Anchor")?;
+    if r.map().ok()? != 3 {
+        return None;
+    }
+    field(&mut r, "root")?;
+    let root = TreeHash::from_slice(r.bytes().ok()?).ok()?;
+    field(&mut r, "size")?;
+    let size = r.unsigned().ok()?;
+    field(&mut r, "chain")?;
+    let chain = OrgId::new(r.text().ok()?).ok()?;
+    r.is_empty().then_some(Anchor { root, size, chain })
+}
+
+/// Reads a map key that must be `name`.
+fn field(r: &mut cbor::Reader<'_>, name: &str) -> Option<()> {
+    (r.text().ok()? == name).then_some(())
+}
+
+/// CBOR `null`.
+const NULL: u8 = 0xf6;
 
 /// Why an entry's bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,13 +234,12 @@ impl Entry {
     ) -> Result<(Self, Option<Result<(), CoseError>>), EntryError> {
         let sign1 = Sign1::parse(bytes, MAX_ENTRY_BYTES, cose::content_type::ENTRY)?;
         sign1.require_empty_unprotected()?;
-        let payload: Payload =
-            cbor::from_canonical(sign1.payload, MAX_ENTRY_BYTES).map_err(|e| {
-                // Name the version problem precisely when that is what it is.
-                peek_version(sign1.payload)
-                    .filter(|&v| v != VERSION)
-                    .map_or(EntryError::Payload(e), EntryError::Version)
-            })?;
+        let payload = Payload::decode(sign1.payload).map_err(|e| {
+            // Name the version problem precisely when that is what it is.
+            peek_version(sign1.payload)
+                .filter(|&v| v != VERSION)
+                .map_or(EntryError::Payload(e), EntryError::Version)
+        })?;
         check_payload(&payload, &sign1.header)?;
         let kid = sign1.header.kid;
         let id = id_of_parts(sign1.protected, sign1.payload);

@@ -84,6 +84,28 @@ proptest! {
         );
     }
 
+    /// `Payload::decode` reads the fields in order instead of walking, deserialising and
+    /// re-encoding the whole payload: what it accepts, the general decoder must accept with
+    /// the same value, for every payload and every one-byte change, cut or insertion of one.
+    #[test]
+    fn the_payload_decoder_accepts_what_the_general_one_does(
+        payload in payload(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let bytes = cbor::to_canonical(&payload).unwrap();
+        prop_assert_eq!(Payload::decode(&bytes), Ok(payload));
+        let at = at.index(bytes.len());
+        let mut changed = bytes.clone();
+        changed[at] = byte;
+        let mut inserted = bytes.clone();
+        inserted.insert(at, byte);
+        for variant in [changed, inserted, bytes[..at].to_vec()] {
+            let general = cbor::from_canonical::<Payload>(&variant, MAX_ENTRY_BYTES);
+            prop_assert_eq!(Payload::decode(&variant).ok(), general.ok());
+        }
+    }
+
     #[test]
     fn every_record_round_trips_through_json(record in record()) {
         let json = serde_json::to_string(&record).unwrap();
@@ -418,6 +440,38 @@ fn strictness_table() {
 
     // The baseline itself is fine.
     assert_eq!(decode(&good), Ok(()));
+}
+
+#[test]
+fn the_payload_decoder_accepts_no_changed_anchor_the_general_one_refuses() {
+    // Anchors are read field by field (`Payload::decode`); every byte of one, set to every
+    // value, and every cut: what that reading accepts, the general decoder accepts alike.
+    let mut payload = base_payload();
+    payload.seq = 9;
+    payload.prev = Some(EntryId([6; 32]));
+    payload.record = Record::Anchor(Anchor {
+        root: TreeHash([3; 32]),
+        size: 300,
+        chain: org("acme-rm"),
+    });
+    let bytes = cbor::to_canonical(&payload).unwrap();
+    assert_eq!(Payload::decode(&bytes), Ok(payload));
+    let agree = |variant: &[u8]| {
+        let general = cbor::from_canonical::<Payload>(variant, MAX_ENTRY_BYTES);
+        assert_eq!(
+            Payload::decode(variant).ok(),
+            general.ok(),
+            "{variant:02x?}"
+        );
+    };
+    for at in 0..bytes.len() {
+        agree(&bytes[..at]);
+        for byte in 0..=255u8 {
+            let mut changed = bytes.clone();
+            changed[at] = byte;
+            agree(&changed);
+        }
+    }
 }
 
 #[test]

@@ -1068,13 +1068,11 @@ impl<'a> Indexer<'a> {
 
     fn entry(&mut self, entry: &Entry, pos: Pos) -> Result<(), StorageError> {
         let chain = entry.chain();
-        if !self.chains.contains_key(chain) {
-            self.chains.insert(chain.clone(), ChainMeta::default());
-        }
-        let meta = self
-            .chains
-            .get_mut(chain)
-            .unwrap_or_else(|| unreachable!("inserted above"));
+        // One hash of the chain's name per entry: `entry()` would clone the name every time.
+        let meta = match self.chains.get_mut(chain) {
+            Some(meta) => meta,
+            None => self.chains.entry(chain.clone()).or_default(),
+        };
         if entry.seq() != meta.size() {
             return Err(StorageError::Inconsistent(format!(
                 "chain {chain}: entry {} has seq {}, the chain has {} entries",
@@ -1831,6 +1829,9 @@ impl Store {
         let mut working = HashMap::new();
         {
             let chains = lock(&self.chains);
+            // Entries come in runs of one chain (and anchors in runs naming one chain): a run
+            // is looked up once, not per entry.
+            let mut previous = None;
             for entry in &batch.entries {
                 // The chains written, and the chains anchors name (whose size decides whether
                 // an anchor waits in the index).
@@ -1838,6 +1839,10 @@ impl Store {
                     Record::Anchor(anchor) => Some(&anchor.chain),
                     _ => None,
                 };
+                if previous == Some((entry.chain(), named)) {
+                    continue;
+                }
+                previous = Some((entry.chain(), named));
                 for chain in std::iter::once(entry.chain()).chain(named) {
                     if !working.contains_key(chain)
                         && let Some(meta) = chains.get(chain)
