@@ -50,7 +50,7 @@ pub struct Payload {
 impl Payload {
     /// Decodes a payload from canonical CBOR of at most [`MAX_ENTRY_BYTES`]: the value and
     /// verdict of `cbor::from_canonical::<Payload>`, in one strict pass over the fields
-    /// ([`read_in_order`]). Bytes that pass fails go through `from_canonical`, which names
+    /// ([`read_in_order`]). Bytes that pass refuses go through `from_canonical`, which names
     /// what is wrong with them.
     pub fn decode(bytes: &[u8]) -> Result<Self, CborError> {
         match read_in_order(bytes) {
@@ -66,8 +66,9 @@ impl Payload {
 /// same value: the reader refuses non-minimal heads, indefinite lengths and invalid text, the
 /// fixed key order is the canonical one, the record's item is walked at the depth it has in
 /// the whole, and each field has one encoding (`prev` is null or 32 bytes). Replicating and
-/// auditing decode every entry, and this is ~2x faster than the canonical walk, serde over the
-/// whole payload and its re-encoding.
+/// auditing decode every entry: an anchor's payload is read in half the time of the canonical
+/// walk, serde over the whole payload and its re-encoding (402 against 787 ns); a payload
+/// whose record goes through serde gains the envelope's share (~5 % for a certificate).
 fn read_in_order(bytes: &[u8]) -> Option<Payload> {
     if bytes.len() > MAX_ENTRY_BYTES {
         return None;
